@@ -1,0 +1,5 @@
+import sys
+
+from xscan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""The one preprocessing path shared by training data, the runtime, scoring and the service.
+
+Numpy and OpenCV only. Normalisation by ``spec.mean``/``spec.std`` is *not* done here: it is
+part of the model (and of the exported graph). Here images are converted to the spec's
+modality, scaled to [0, 1] and resized to ``spec.input_size``.
+
+Coordinate convention: boxes are ``(N, 4) float32 xyxy`` in pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from xscan.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How an original image was mapped into the network input: ``x_in = x * sx + pad_x``."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    orig_h: int
+    orig_w: int
+
+    def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(N, 4) xyxy`` boxes from input pixels back to original pixels, clipped."""
+        b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+        b[:, [0, 2]] = (b[:, [0, 2]] - self.pad_x) / self.scale_x
+        b[:, [1, 3]] = (b[:, [1, 3]] - self.pad_y) / self.scale_y
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, self.orig_w)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, self.orig_h)
+        return b
+
+    def boxes_to_input(self, boxes: np.ndarray) -> np.ndarray:
+        b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+        b[:, [0, 2]] = b[:, [0, 2]] * self.scale_x + self.pad_x
+        b[:, [1, 3]] = b[:, [1, 3]] * self.scale_y + self.pad_y
+        return b
+
+    def map_to_original(self, amap: np.ndarray) -> np.ndarray:
+        """Resize an input-space map ``(h, w)`` (any resolution) back to ``(orig_h, orig_w)``."""
+        amap = np.asarray(amap, np.float32)
+        # Express the map at input resolution, crop the padding, then resize to the original.
+        in_h = round(self.orig_h * self.scale_y + 2 * self.pad_y)
+        in_w = round(self.orig_w * self.scale_x + 2 * self.pad_x)
+        full = cv2.resize(amap, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+        y0, x0 = int(round(self.pad_y)), int(round(self.pad_x))
+        y1 = y0 + max(1, int(round(self.orig_h * self.scale_y)))
+        x1 = x0 + max(1, int(round(self.orig_w * self.scale_x)))
+        crop = full[y0:y1, x0:x1]
+        return cv2.resize(crop, (self.orig_w, self.orig_h), interpolation=cv2.INTER_LINEAR)
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float image -> float32 in [0, 1], same layout."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * (1.0 / 255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) * (1.0 / 65535.0)
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def to_modality(image: np.ndarray, modality: str) -> np.ndarray:
+    """Convert a decoded image to ``(H, W, C) float32`` in [0, 1] for ``modality``.
+
+    * ``false_color``: RGB; a grayscale image is replicated to three channels.
+    * ``gray``: one channel; an RGB image is converted by luminance.
+    * ``raw_dual``: an ``(H, W, 2)`` float transmission pair (low, high) gets a third channel,
+      the effective atomic number from the dual-energy calibration, divided by 100; an
+      ``(H, W, 3)`` float array is taken as already complete.
+    """
+    if modality == "raw_dual":
+        if image.ndim != 3 or image.shape[2] not in (2, 3) or image.dtype != np.float32:
+            raise ValueError(
+                "raw_dual models need a (H, W, 2) float32 low/high transmission pair "
+                f"(got {image.dtype} {image.shape}); read it with xscan.imageio.read_raw_pair"
+            )
+        if image.shape[2] == 3:
+            return np.clip(image, 0.0, 1.0)
+        from xscan.synth.zeff import effective_z  # numpy-only physics calibration
+
+        z = effective_z(image[..., 0], image[..., 1]) / 100.0
+        return np.concatenate([np.clip(image, 0.0, 1.0), z[..., None].astype(np.float32)], axis=2)
+    img = to_unit_float(image)
+    if modality == "false_color":
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        elif img.shape[2] != 3:
+            raise ValueError(f"false_color models need RGB or grayscale images, got {image.shape}")
+        return img
+    if modality == "gray":
+        if img.ndim == 3:
+            if img.shape[2] == 3:
+                img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+            else:
+                raise ValueError(f"gray models need RGB or grayscale images, got {image.shape}")
+        return img[:, :, None]
+    raise ValueError(f"unknown modality {modality!r}")
+
+
+def letterbox(
+    image: np.ndarray, size_hw: tuple[int, int], pad_value: float = 1.0, mode: str = "letterbox"
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize ``(H, W, C) float32`` to ``size_hw``.
+
+    ``letterbox`` keeps the aspect ratio and pads (centred) with ``pad_value``;
+    ``stretch`` resizes each axis independently.
+    """
+    h, w = image.shape[:2]
+    th, tw = size_hw
+    if h == 0 or w == 0:
+        raise ValueError("empty image")
+    if mode == "stretch":
+        sx, sy, px, py = tw / w, th / h, 0.0, 0.0
+        nw, nh = tw, th
+    else:
+        s = min(tw / w, th / h)
+        nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+        sx, sy = nw / w, nh / h
+        px, py = (tw - nw) / 2.0, (th - nh) / 2.0
+    interp = cv2.INTER_AREA if (nw < w or nh < h) else cv2.INTER_LINEAR
+    resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interp)
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    c = image.shape[2] if image.ndim == 3 else 1
+    out = np.full((th, tw, c), pad_value, np.float32)
+    x0, y0 = int(np.floor(px)), int(np.floor(py))
+    out[y0 : y0 + nh, x0 : x0 + nw] = resized.reshape(nh, nw, c)
+    info = LetterboxInfo(sx, sy, float(x0), float(y0), h, w)
+    return out, info
+
+
+def prepare(image: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, LetterboxInfo]:
+    """Decoded image -> network input ``(C, H, W) float32`` in [0, 1] and its letterbox info."""
+    x = to_modality(image, spec.modality)
+    x, info = letterbox(x, spec.input_size, spec.pad_value, spec.resize)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), info

@@ -1,0 +1,250 @@
+"""ModelSpec: the single source of truth for a model's contract.
+
+A spec is written once (the ``model:`` section of an experiment config), validated here,
+used by the dataset and by ``build_model``, stored in every checkpoint, written into the
+ONNX file's ``metadata_props`` under :data:`METADATA_KEY` as JSON, and read back by the
+torch-free runtime. No later stage asks the user for these values again.
+
+Conventions
+-----------
+* ``input_size`` is ``(height, width)`` in pixels of the network input.
+* Images enter the network as float32 ``(B, C, H, W)`` scaled to ``[0, 1]`` (8-bit images
+  divided by 255, 16-bit by 65535); ``mean``/``std`` normalisation happens *inside* the
+  exported graph, so the runtime only scales and resizes.
+* Boxes are ``xyxy`` in pixels.
+
+Standard library only: this module is imported by the runtime on edge devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "xscan.spec"
+
+TASKS = ("detect", "anomaly")
+# false_color: 3-channel RGB false-colour image as produced by baggage scanners (8-bit).
+# raw_dual: (low-energy transmission, high-energy transmission, effective-Z / 100) channels.
+# gray: single-channel transmission image (single-energy scanners such as GDXray).
+MODALITIES = {"false_color": 3, "raw_dual": 3, "gray": 1}
+RESIZE_MODES = ("letterbox", "stretch")
+
+
+class SpecError(ValueError):
+    """A spec is invalid; the message names the field and what was expected."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A calibrated alarm threshold.
+
+    ``threshold`` applies to the image score (the highest detection score for a detector,
+    the normalised anomaly score for an anomaly model). ``target_far`` is the false-alarm
+    rate on benign scans the threshold was calibrated for; ``far`` and ``detection_rate``
+    are what was measured on the calibration/evaluation data (``None`` when unknown).
+    """
+
+    name: str
+    threshold: float
+    target_far: float | None = None
+    far: float | None = None
+    detection_rate: float | None = None
+    n_benign: int | None = None
+    source: str = ""
+
+    def validate(self) -> None:
+        if not self.name:
+            raise SpecError("operating_points[].name: expected a non-empty string")
+        if not math.isfinite(self.threshold):
+            raise SpecError(f"operating_points[{self.name}].threshold: expected a finite number")
+        for key in ("target_far", "far", "detection_rate"):
+            v = getattr(self, key)
+            if v is not None and not (0.0 <= v <= 1.0):
+                raise SpecError(f"operating_points[{self.name}].{key}: expected 0..1, got {v}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The contract of a model: what goes in, what comes out, and how to decide."""
+
+    task: str
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    arch: str
+    arch_params: dict[str, Any] = field(default_factory=dict)
+    modality: str = "false_color"
+    resize: str = "letterbox"
+    pad_value: float = 1.0  # letterbox fill in [0, 1]; 1.0 = white = air in a transmission image
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    score_threshold: float = 0.25  # detections below this are not reported
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    operating_points: tuple[OperatingPoint, ...] = ()
+    default_operating_point: str | None = None
+    # Anomaly models: how the raw score maps to the normalised score that thresholds use.
+    score_normalization: dict[str, float] = field(default_factory=dict)
+    # Tiling for scans larger than the input (cargo): tile size is input_size.
+    tile_overlap: float = 0.25
+    name: str = "xscan-model"
+    version: str = "0"
+    weights_sha256: str = ""
+    # Free-form provenance: training data summary, metrics, config name, created_at, ...
+    info: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return MODALITIES[self.modality]
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        """The default operating point, or ``None`` when the model has none."""
+        if not self.operating_points:
+            return None
+        name = self.default_operating_point or self.operating_points[0].name
+        for op in self.operating_points:
+            if op.name == name:
+                return op
+        raise SpecError(f"default_operating_point: no operating point named {name!r}")
+
+    @property
+    def alarm_threshold(self) -> float:
+        """Threshold on the image score used for alarm decisions."""
+        op = self.operating_point
+        return op.threshold if op is not None else self.score_threshold
+
+    # --------------------------------------------------------------- validation
+    def validate(self) -> ModelSpec:
+        if self.schema_version > SCHEMA_VERSION:
+            raise SpecError(
+                f"schema_version: this xscan reads spec schema <= {SCHEMA_VERSION}, the model "
+                f"has {self.schema_version}; upgrade xscan to load it"
+            )
+        if self.task not in TASKS:
+            raise SpecError(f"task: expected one of {TASKS}, got {self.task!r}")
+        if self.task == "detect" and not self.class_names:
+            raise SpecError("class_names: a detector needs at least one class")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise SpecError(f"class_names: duplicates in {list(self.class_names)}")
+        if any(not isinstance(c, str) or not c for c in self.class_names):
+            raise SpecError("class_names: expected non-empty strings")
+        if len(self.input_size) != 2 or any(
+            not isinstance(s, int) or s <= 0 for s in self.input_size
+        ):
+            raise SpecError(f"input_size: expected [height, width] > 0, got {self.input_size}")
+        if self.modality not in MODALITIES:
+            raise SpecError(f"modality: expected one of {list(MODALITIES)}, got {self.modality!r}")
+        if self.resize not in RESIZE_MODES:
+            raise SpecError(f"resize: expected one of {RESIZE_MODES}, got {self.resize!r}")
+        c = self.in_channels
+        if len(self.mean) != c or len(self.std) != c:
+            raise SpecError(
+                f"mean/std: modality {self.modality!r} has {c} channel(s); got mean of "
+                f"{len(self.mean)} and std of {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise SpecError(f"std: expected positive values, got {self.std}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise SpecError(f"score_threshold: expected 0..1, got {self.score_threshold}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise SpecError(f"nms_iou: expected (0, 1], got {self.nms_iou}")
+        if self.max_detections <= 0:
+            raise SpecError(f"max_detections: expected > 0, got {self.max_detections}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise SpecError(f"tile_overlap: expected [0, 1), got {self.tile_overlap}")
+        names = [op.name for op in self.operating_points]
+        if len(set(names)) != len(names):
+            raise SpecError(f"operating_points: duplicate names in {names}")
+        for op in self.operating_points:
+            op.validate()
+        if self.default_operating_point is not None and self.default_operating_point not in names:
+            raise SpecError(
+                f"default_operating_point: no operating point named "
+                f"{self.default_operating_point!r} (have {names})"
+            )
+        return self
+
+    # ------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["input_size"] = list(self.input_size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        d["operating_points"] = [dataclasses.asdict(op) for op in self.operating_points]
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "spec") -> ModelSpec:
+        """Build and validate a spec; unknown keys are an error naming ``source``."""
+        if not isinstance(d, dict):
+            raise SpecError(f"{source}: expected a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise SpecError(
+                f"{source}: schema_version {version} is newer than this xscan reads "
+                f"({SCHEMA_VERSION}); upgrade xscan to load this model"
+            )
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SpecError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        missing = [k for k in ("task", "class_names", "input_size", "arch") if k not in d]
+        if missing:
+            raise SpecError(f"{source}: missing required field(s) {missing}")
+        kw = dict(d)
+        try:
+            kw["class_names"] = tuple(str(c) for c in d["class_names"])
+            kw["input_size"] = tuple(int(s) for s in d["input_size"])
+            if "mean" in d:
+                kw["mean"] = tuple(float(v) for v in d["mean"])
+            if "std" in d:
+                kw["std"] = tuple(float(v) for v in d["std"])
+            ops = []
+            for op in d.get("operating_points", ()) or ():
+                if isinstance(op, OperatingPoint):
+                    ops.append(op)
+                else:
+                    ops.append(OperatingPoint(**op))
+            kw["operating_points"] = tuple(ops)
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"{source}: {e}") from e
+        for key in ("arch_params", "score_normalization", "info"):
+            if key in kw and kw[key] is None:
+                kw[key] = {}
+        return cls(**kw).validate()
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "spec") -> ModelSpec:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{source}: not valid JSON ({e})") from e
+        return cls.from_dict(d, source=source)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with ``changes`` applied, validated."""
+        return dataclasses.replace(self, **changes).validate()
+
+    def with_operating_points(
+        self, points: list[OperatingPoint] | tuple[OperatingPoint, ...], default: str | None = None
+    ) -> ModelSpec:
+        points = tuple(points)
+        return self.replace(
+            operating_points=points,
+            default_operating_point=default or (points[0].name if points else None),
+        )

@@ -1,0 +1,1 @@
+"""Training: engine, wiring from configs, checkpoints. Requires the ``train`` extra."""
