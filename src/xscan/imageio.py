@@ -87,7 +87,8 @@ def decode_image(
         raise ImageReadError(f"{source}: corrupt or truncated {fmt} image")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageReadError(
-            f"{source}: image of {img.shape[1]}x{img.shape[0]} pixels exceeds the limit of {max_pixels}"
+            f"{source}: image of {img.shape[1]}x{img.shape[0]} pixels exceeds the limit "
+            f"of {max_pixels}"
         )
     if img.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(img.dtype, np.floating):
