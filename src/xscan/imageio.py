@@ -141,3 +141,23 @@ def read_raw_pair(low: str | Path, high: str | Path) -> np.ndarray:
             f"{low} / {high}: low and high images differ in size {lo.shape} vs {hi.shape}"
         )
     return np.stack([to_transmission(lo), to_transmission(hi)], axis=-1)
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (PNG/JPEG/BMP), decoding only
+    when the header cannot tell (TIFF, unusual JPEGs). Errors name the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(1 << 16)
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{path}: file not found") from e
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror})") from e
+    if sniff_format(head) is None:
+        raise ImageReadError(f"{path}: not a supported image (PNG, JPEG, BMP or TIFF expected)")
+    size = _sniff_size(head)
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        img = read_image(path)
+        return int(img.shape[1]), int(img.shape[0])
+    return size
