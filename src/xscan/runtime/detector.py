@@ -1,0 +1,90 @@
+"""Threat detector over onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xscan.preprocess import LetterboxInfo
+from xscan.runtime.metadata import ModelFileError
+from xscan.runtime.model import OnnxModel
+from xscan.runtime.prediction import Prediction, empty_detections
+from xscan.runtime.tiling import merge_tile_detections
+
+DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
+
+
+class Detector(OnnxModel):
+    """An exported detector: outputs ``boxes (B, K, 4)`` xyxy input pixels, ``scores (B, K)``,
+    ``classes (B, K) int64``, ``num_dets (B,) int64`` (first ``num_dets[b]`` rows valid).
+
+    Reported detections are those with score >= ``spec.score_threshold``, boxes mapped back
+    to original pixels; the image score is the highest detection score (0 when none) and
+    the alarm is ``image_score >= threshold`` (default: the spec's operating point).
+    """
+
+    task = "detect"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        missing = [n for n in DETECTOR_OUTPUTS if n not in self.session.output_names]
+        if missing:
+            raise ModelFileError(
+                f"{self.path}: detector outputs {missing} missing (has "
+                f"{self.session.output_names}; expected {list(DETECTOR_OUTPUTS)})"
+            )
+
+    def _make(self, boxes, scores, classes, threshold: float, tiles: int = 1) -> Prediction:
+        names = self.spec.class_names
+        labels = [names[c] if 0 <= c < len(names) else str(int(c)) for c in classes]
+        image_score = float(scores.max()) if len(scores) else 0.0
+        return Prediction(
+            boxes=boxes,
+            scores=scores,
+            classes=classes,
+            labels=labels,
+            image_score=image_score,
+            alarm=bool(image_score >= threshold),
+            threshold=threshold,
+            tiles=tiles,
+        )
+
+    def _decode(
+        self, outputs: dict[str, np.ndarray], infos: list[LetterboxInfo], threshold: float
+    ) -> list[Prediction]:
+        preds = []
+        for b, info in enumerate(infos):
+            n = int(outputs["num_dets"][b])
+            scores = outputs["scores"][b, :n].astype(np.float32)
+            keep = scores >= self.spec.score_threshold
+            boxes = info.boxes_to_original(outputs["boxes"][b, :n][keep])
+            scores = scores[keep]
+            classes = outputs["classes"][b, :n][keep].astype(np.int64)
+            # Boxes entirely in the letterbox padding collapse to nothing once clipped.
+            real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, classes = boxes[real], scores[real], classes[real]
+            order = np.argsort(-scores, kind="stable")
+            preds.append(self._make(boxes[order], scores[order], classes[order], threshold))
+        return preds
+
+    def _predict_tiled(self, image: np.ndarray, threshold: float) -> Prediction:
+        tiles = self._tiles(image)
+        per_tile = self._run_tiles(image, tiles, threshold)
+        boxes, scores, classes, ids = [], [], [], []
+        for i, (t, p) in enumerate(zip(tiles, per_tile, strict=True)):
+            boxes.append(p.boxes + np.array([t.x0, t.y0, t.x0, t.y0], np.float32))
+            scores.append(p.scores)
+            classes.append(p.classes)
+            ids.append(np.full(len(p.scores), i, np.int64))
+        if not tiles:
+            return self._make(*empty_detections(), threshold, tiles=0)
+        b, s, c = merge_tile_detections(
+            np.concatenate(boxes),
+            np.concatenate(scores),
+            np.concatenate(classes),
+            np.concatenate(ids),
+            tiles,
+            image.shape[:2],
+            iou=self.spec.nms_iou,
+            max_detections=self.spec.max_detections,
+        )
+        return self._make(b, s, c, threshold, tiles=len(tiles))

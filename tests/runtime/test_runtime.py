@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from xscan.runtime import AnomalyScorer, Detector, ModelFileError, ProviderError, load_model
+from xscan.spec import METADATA_KEY
+
+
+def _img(h=48, w=80, value=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(value, 5, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_load_model_picks_class_and_reads_spec(toy_detector_onnx, toy_anomaly_onnx):
+    det = load_model(toy_detector_onnx, threads=1)
+    assert isinstance(det, Detector)
+    assert det.spec.class_names == ("knife", "firearm")
+    assert det.providers == ["CPUExecutionProvider"]
+    assert len(det.model_sha256) == 64
+    assert isinstance(load_model(toy_anomaly_onnx, threads=1), AnomalyScorer)
+
+
+def test_detector_predict_maps_boxes_and_thresholds(toy_detector_onnx):
+    det = load_model(toy_detector_onnx, threads=1, tiling="never")
+    img = _img(48, 80, value=60)  # letterboxed 64x64: scale 0.8, pad_y 12.8
+    p = det.predict(img)
+    darkness = 1.0 - det.prepare(img)[0].mean()
+    assert p.labels == ["knife", "firearm"]
+    # The toy's class-0 box is the top-left quarter of the input: (0, 0, 32, 32) in input px.
+    info = det.prepare(img)[1]
+    np.testing.assert_allclose(p.boxes[0], info.boxes_to_original(np.array([[0, 0, 32, 32]]))[0])
+    assert p.image_score == pytest.approx(p.scores.max())
+    assert p.threshold == det.spec.alarm_threshold == 0.5
+    assert p.alarm == (p.image_score >= 0.5)
+    assert p.scores[0] > p.scores[1]
+    assert 0 < p.image_score < 1 and darkness > 0
+    assert det.predict(img, threshold=0.99).alarm is False
+    assert det.predict(img, threshold=0.01).alarm is True
+    d = json.loads(json.dumps(p.to_dict()))
+    assert d["detections"][0]["label"] == "knife" and d["alarm"] == p.alarm
+
+
+def test_score_threshold_filters_detections(toy_detector_onnx):
+    det = load_model(toy_detector_onnx, threads=1, tiling="never")
+    bright = np.full((64, 64, 3), 250, np.uint8)  # darkness ~0.02 < score_threshold 0.05
+    p = det.predict(bright)
+    assert p.num_detections == 0 and p.image_score == 0.0 and not p.alarm
+
+
+def test_batch_1_and_5_agree(toy_detector_onnx):
+    det = load_model(toy_detector_onnx, threads=1, tiling="never")
+    imgs = [_img(40 + 7 * i, 64 + 5 * i, value=40 + 30 * i, seed=i) for i in range(5)]
+    single = [det.predict(im) for im in imgs]
+    batched = det.predict_batch(imgs)
+    for a, b in zip(single, batched, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+        assert a.labels == b.labels and a.alarm == b.alarm
+
+
+def test_infer_prepared_matches_predict(toy_detector_onnx):
+    det = load_model(toy_detector_onnx, threads=1, tiling="never")
+    imgs = [_img(seed=1), _img(30, 60, value=120, seed=2)]
+    prepared = [det.prepare(im) for im in imgs]
+    batch = np.stack([x for x, _ in prepared])
+    out = det.infer_prepared(batch, [i for _, i in prepared], threshold=0.3)
+    ref = det.predict_batch(imgs, threshold=0.3)
+    for a, b in zip(out, ref, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes)
+        assert a.threshold == 0.3 and a.alarm == b.alarm
+
+
+def test_gray_and_uint16_inputs(toy_detector_onnx):
+    det = load_model(toy_detector_onnx, threads=1, tiling="never")
+    g8 = np.full((50, 50), 128, np.uint8)
+    g16 = np.full((50, 50), 128 * 257, np.uint16)
+    a, b = det.predict(g8), det.predict(g16)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_anomaly_scorer(toy_anomaly_onnx):
+    m = load_model(toy_anomaly_onnx, threads=1, tiling="never")
+    img = _img(48, 80, value=50)
+    p = m.predict(img)
+    assert p.anomaly_map.shape == (48, 80) and p.anomaly_map.dtype == np.float32
+    assert p.boxes.shape == (0, 4) and p.num_detections == 0
+    # toy: score = max of the darkness map; normalisation mean 0 / std 1 is the identity
+    assert p.image_score == pytest.approx(float(p.anomaly_map.max()), abs=0.02)
+    assert p.alarm == (p.image_score >= m.spec.alarm_threshold)
+
+
+def test_missing_provider_raises(toy_detector_onnx):
+    with pytest.raises(ProviderError, match="available"):
+        load_model(toy_detector_onnx, providers=["tensorrt"])
+    with pytest.raises(ProviderError, match="NoSuchExecutionProvider"):
+        load_model(toy_detector_onnx, providers="NoSuchExecutionProvider")
+
+
+def test_model_without_metadata(toy_detector_onnx, tmp_path):
+    model = onnx.load(str(toy_detector_onnx))
+    del model.metadata_props[:]
+    path = tmp_path / "plain.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match=r"plain\.onnx.*not an xscan model"):
+        load_model(path)
+
+
+def test_truncated_model(toy_detector_onnx, tmp_path):
+    data = toy_detector_onnx.read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match=r"cut\.onnx.*truncated or corrupt"):
+        load_model(path)
+
+
+def test_newer_schema_version(toy_detector_onnx, tmp_path):
+    model = onnx.load(str(toy_detector_onnx))
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            d = json.loads(prop.value)
+            d["schema_version"] = 99
+            prop.value = json.dumps(d)
+    path = tmp_path / "future.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match=r"future\.onnx.*schema_version 99.*upgrade"):
+        load_model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        load_model(tmp_path / "nope.onnx")
