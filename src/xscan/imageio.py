@@ -26,6 +26,10 @@ class ImageReadError(ValueError):
     """An image could not be read; the message names the source and the reason."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than allowed (a decompression-bomb guard)."""
+
+
 _SOF_MARKERS = frozenset(
     (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
 )
@@ -78,7 +82,7 @@ def decode_image(
         raise ImageReadError(f"{source}: not a supported image (PNG, JPEG, BMP or TIFF expected)")
     size = _sniff_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageReadError(
+        raise ImageTooLargeError(
             f"{source}: image of {size[0]}x{size[1]} pixels exceeds the limit of {max_pixels}"
         )
     buf = np.frombuffer(data, np.uint8)
@@ -86,7 +90,7 @@ def decode_image(
     if img is None or img.size == 0:
         raise ImageReadError(f"{source}: corrupt or truncated {fmt} image")
     if img.shape[0] * img.shape[1] > max_pixels:
-        raise ImageReadError(
+        raise ImageTooLargeError(
             f"{source}: image of {img.shape[1]}x{img.shape[0]} pixels exceeds the limit "
             f"of {max_pixels}"
         )
