@@ -1,0 +1,235 @@
+"""Dynamic micro-batching on a dedicated inference thread.
+
+Requests are prepared (decoded, letterboxed) on worker threads and submitted here as
+:class:`InspectItem`s. One inference thread takes the oldest waiting item and gathers more
+until ``max_batch`` items are there or ``max_delay`` has passed since the oldest arrived,
+stacks them into one ``(B, C, H, W) float32`` batch and runs the model once (onnxruntime
+releases the GIL, so the event loop keeps accepting and decoding meanwhile). Items prepared
+for different models (a reload happened in between) never share a batch: each runs on the
+model it was prepared for. Scans large enough to need tiling run alone through
+``model.predict``.
+
+The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`QueueFull` instead of
+letting waits grow without limit. Each item carries a ``concurrent.futures.Future``; the
+request handler cancels it when its deadline passes, and the inference thread skips
+cancelled items (``set_running_or_notify_cancel``), so a timed-out request costs no compute
+and leaves no audit record.
+
+After inference the decisions of the batch are appended to the audit log with one fsync, and
+only then are the futures resolved: a response is never sent for a decision that is not on
+disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xscan.serve.audit import AuditLog, utc_now_iso
+from xscan.serve.engine import ServedModel
+from xscan.serve.metrics import ServiceMetrics
+
+log = logging.getLogger("xscan.serve")
+
+
+class QueueFull(RuntimeError):
+    """The inference queue is at its limit; the client should retry later."""
+
+
+class BatcherStopped(RuntimeError):
+    """The service is shutting down and accepts no new inspections."""
+
+
+@dataclass(eq=False)
+class InspectItem:
+    """One inspection waiting for inference.
+
+    ``tensor``: ``(C, H, W) float32`` prepared input and ``info`` its letterbox mapping, or
+    ``None`` for a scan that runs tiled (then ``image`` holds the decoded scan).
+    ``meta``: request fields for the audit record (``request_id``, ``lane_id``, ``scan_id``,
+    ``input_sha256``). ``t_arrival``: ``time.perf_counter()`` when the request arrived.
+    """
+
+    served: ServedModel
+    tensor: np.ndarray | None
+    info: Any
+    meta: dict[str, Any]
+    t_arrival: float
+    image: np.ndarray | None = None
+    future: Future = field(default_factory=Future)
+    t_enqueued: float = 0.0
+
+
+@dataclass
+class InspectResult:
+    """What the inference thread hands back for one item."""
+
+    prediction: Any  # xscan.runtime.Prediction
+    served: ServedModel
+    batch_size: int
+    queue_ms: float
+    inference_ms: float
+    queue_depth: int
+    audited: bool
+
+
+class MicroBatcher:
+    """Groups submitted items into batches and runs them on one inference thread."""
+
+    def __init__(
+        self,
+        max_batch: int,
+        max_delay_s: float,
+        queue_size: int,
+        metrics: ServiceMetrics,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.max_batch = max(1, int(max_batch))
+        self.max_delay_s = max(0.0, float(max_delay_s))
+        self.queue_size = max(1, int(queue_size))
+        self.metrics = metrics
+        self.audit = audit
+        self._queue: deque[InspectItem] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="xscan-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop accepting items, finish the ones queued, and join the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= self.queue_size
+
+    def submit(self, item: InspectItem) -> Future:
+        """Queue ``item``; raises :class:`QueueFull` or :class:`BatcherStopped`."""
+        with self._cond:
+            if self._stopping:
+                raise BatcherStopped("the service is shutting down")
+            if len(self._queue) >= self.queue_size:
+                raise QueueFull(f"inference queue is full ({self.queue_size} waiting)")
+            item.t_enqueued = time.perf_counter()
+            self._queue.append(item)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cond.notify()
+        return item.future
+
+    # ----------------------------------------------------------- inference thread
+    def _next_batch(self) -> tuple[list[InspectItem], int] | None:
+        """Block until a batch is due; ``None`` when stopped and drained."""
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            first = self._queue[0]
+            due = first.t_enqueued + self.max_delay_s
+            while len(self._queue) < self.max_batch and not self._stopping:
+                remaining = due - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            depth = len(self._queue)
+            batch = [self._queue.popleft()]
+            if batch[0].tensor is not None:
+                while (
+                    self._queue
+                    and len(batch) < self.max_batch
+                    and self._queue[0].served is first.served
+                    and self._queue[0].tensor is not None
+                ):
+                    batch.append(self._queue.popleft())
+            self.metrics.queue_depth.set(len(self._queue))
+        return batch, depth
+
+    def _run(self) -> None:
+        while True:
+            nxt = self._next_batch()
+            if nxt is None:
+                return
+            items, depth = nxt
+            live = [it for it in items if it.future.set_running_or_notify_cancel()]
+            if len(live) < len(items):
+                self.metrics.rejected.labels("deadline").inc(len(items) - len(live))
+            if live:
+                try:
+                    self._process(live, depth)
+                except Exception as e:  # never let the inference thread die
+                    log.exception("inference batch failed")
+                    for it in live:
+                        if not it.future.done():
+                            it.future.set_exception(e)
+
+    def _process(self, items: list[InspectItem], depth: int) -> None:
+        served = items[0].served
+        model = served.model
+        t0 = time.perf_counter()
+        if items[0].tensor is None:
+            preds = [model.predict(items[0].image)]
+        else:
+            batch = np.stack([it.tensor for it in items])
+            preds = model.infer_prepared(batch, [it.info for it in items])
+        t1 = time.perf_counter()
+        audited = False
+        if self.audit is not None:
+            records = [self._record(it, p, served, t1) for it, p in zip(items, preds, strict=True)]
+            self.audit.write_batch(records)  # AuditError -> every item of the batch fails
+            self.metrics.audit_records.inc(len(records))
+            audited = True
+        t2 = time.perf_counter()
+        self.metrics.batch_size.observe(len(items))
+        self.metrics.inference_latency.observe(t2 - t0)
+        for it, p in zip(items, preds, strict=True):
+            queue_s = t0 - it.t_enqueued
+            self.metrics.queue_wait.observe(queue_s)
+            lane = self.metrics.lane_label(it.meta.get("lane_id"))
+            self.metrics.decisions.labels(lane, "alarm" if p.alarm else "clear").inc()
+            it.future.set_result(
+                InspectResult(
+                    prediction=p,
+                    served=served,
+                    batch_size=len(items),
+                    queue_ms=queue_s * 1000.0,
+                    inference_ms=(t1 - t0) * 1000.0,
+                    queue_depth=depth,
+                    audited=audited,
+                )
+            )
+
+    @staticmethod
+    def _record(it: InspectItem, p: Any, served: ServedModel, t_decided: float) -> dict[str, Any]:
+        info = served.info()
+        return {
+            "time": utc_now_iso(),
+            **it.meta,
+            "model_name": info["name"],
+            "model_version": info["version"],
+            "model_sha256": info["sha256"],
+            "operating_point": info["operating_point"],
+            "threshold": float(p.threshold),
+            "image_score": round(float(p.image_score), 6),
+            "decision": "alarm" if p.alarm else "clear",
+            "n_detections": int(len(p.scores)),
+            "latency_ms": round((t_decided - it.t_arrival) * 1000.0, 3),
+        }
