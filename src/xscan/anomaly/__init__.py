@@ -1,0 +1,1 @@
+"""Anomaly detection around the models: benign scan sources, scan scoring, reference mode."""

@@ -1,0 +1,145 @@
+"""A small convolutional feature extractor for anomaly models, trained on X-ray scans.
+
+No ImageNet weights can be downloaded, so xscan's anomaly models use a compact CNN that is
+either left at its seeded random initialisation (a fair and surprisingly strong baseline for
+patch-level nearest-neighbour scoring), trained with a self-supervised proxy task on benign
+scans (:func:`pretrain_backbone`), or loaded from local weights (``train.init_weights``).
+
+Shapes: input ``(B, C, H, W)`` float32 in [0, 1]; normalisation by ``mean``/``std`` happens
+inside (so it is part of the exported graph). ``forward`` returns the feature maps of the
+stages named in ``layers`` as a list, stride 4 -> ``(B, 48, H/4, W/4)``, stride 8 ->
+``(B, 96, H/8, W/8)``, stride 16 -> ``(B, 192, H/16, W/16)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+STAGE_CHANNELS = (24, 48, 96, 192)  # strides 2, 4, 8, 16
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class XrayBackbone(nn.Module):
+    """Four stages of two 3x3 conv-BN-ReLU blocks; the first of each stage has stride 2."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+        layers: Sequence[int] = (1, 2),
+        width: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(
+                f"XrayBackbone: mean/std need {in_channels} values, got {len(mean)}/{len(std)}"
+            )
+        if not layers or any(i not in range(len(STAGE_CHANNELS)) for i in layers):
+            raise ValueError(f"XrayBackbone: layers must be in 0..3, got {list(layers)}")
+        self.layers = tuple(sorted(layers))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        chans = [max(8, int(round(c * width))) for c in STAGE_CHANNELS]
+        self.channels = tuple(chans[i] for i in self.layers)
+        stages = []
+        cin = in_channels
+        for c in chans[: self.layers[-1] + 1]:
+            stages.append(nn.Sequential(_conv_bn(cin, c, 2), _conv_bn(c, c, 1)))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+        self.strides = tuple(2 ** (i + 1) for i in self.layers)
+        self._init(seed)
+
+    def _init(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                with torch.no_grad():
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.layers:
+                feats.append(x)
+        return feats
+
+
+def load_backbone_weights(backbone: nn.Module, path: str) -> None:
+    """Load local weights (a state dict, or a checkpoint with a ``model``/``backbone`` key).
+
+    Keys may carry a ``backbone.`` prefix; shapes must match. Raises ``ValueError`` naming the
+    file when nothing matches.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: init_weights file not found")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "backbone" in state and isinstance(state["backbone"], dict):
+        state = state["backbone"]
+    elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = backbone.state_dict()
+    matched = {}
+    for k, v in state.items():
+        key = k[len("backbone.") :] if k.startswith("backbone.") else k
+        if key in own and own[key].shape == v.shape:
+            matched[key] = v
+    if not matched:
+        raise ValueError(f"{p}: no tensor matches the anomaly backbone (names/shapes differ)")
+    backbone.load_state_dict(matched, strict=False)
+
+
+class MapSmoothing(nn.Module):
+    """Fixed Gaussian smoothing of an anomaly map ``(B, 1, h, w)`` with edge padding.
+
+    Patch scores are noisy at single-patch scale; smoothing (PatchCore uses sigma 4 at input
+    resolution) makes the maximum a stable image score. ``sigma`` is in map pixels; 0 disables.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        radius = max(1, int(round(3 * self.sigma))) if self.sigma > 0 else 0
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (x / max(self.sigma, 1e-6)) ** 2)
+        k = k / k.sum()
+        self.radius = radius
+        self.register_buffer("kx", k.view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("ky", k.view(1, 1, -1, 1), persistent=False)
+
+    def forward(self, amap: torch.Tensor) -> torch.Tensor:
+        if self.radius == 0:
+            return amap
+        r = self.radius
+        x = nn.functional.pad(amap, (r, r, 0, 0), mode="replicate")
+        x = nn.functional.conv2d(x, self.kx)
+        x = nn.functional.pad(x, (0, 0, r, r), mode="replicate")
+        return nn.functional.conv2d(x, self.ky)
+
+
+def resample_to(feat: torch.Tensor, size: tuple[int, int], factor: int) -> torch.Tensor:
+    """Bring a feature map to the map grid: average-pool finer maps by ``factor`` (> 1),
+    upsample coarser ones bilinearly (``factor`` < 1 encoded as 0), keep equal ones."""
+    if factor > 1:
+        return nn.functional.avg_pool2d(feat, factor, factor)
+    if factor == 1:
+        return feat
+    return nn.functional.interpolate(feat, size=size, mode="bilinear", align_corners=False)

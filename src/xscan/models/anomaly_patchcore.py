@@ -1,0 +1,160 @@
+"""PatchCore-style anomaly model: a memory bank of benign patch features, nearest-neighbour scoring.
+
+Roth et al., "Towards Total Recall in Industrial Anomaly Detection" (CVPR 2022), adapted to
+X-ray: the backbone is xscan's own small CNN (no ImageNet weights), and the nearest-neighbour
+search is written as a matmul plus ``topk`` (``||a||^2 - 2 a.b + ||b||^2``), so the ONNX
+export runs in onnxruntime without ``cdist``.
+
+The memory bank is a registered buffer of shape ``(spec.arch_params["memory_bank_size"], D)``,
+so ``build_model(spec)`` creates it with the right shape before ``load_state_dict``.
+
+Shapes: ``forward(images (B, C, H, W) float32 in [0, 1]) -> (anomaly_map (B, 1, H/s, W/s),
+scores (B,))`` with ``s = map_stride``; map values are distances in feature space (raw, not
+normalised), the score is the maximum of the smoothed map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from xscan.models.anomaly_backbone import MapSmoothing, XrayBackbone, resample_to
+from xscan.models.registry import register_model
+from xscan.spec import ModelSpec
+
+ARCH = "anomaly_patchcore"
+
+DEFAULTS: dict[str, Any] = {
+    "layers": [1, 2],  # backbone stages (strides 4 and 8)
+    "width": 1.0,
+    "backbone_seed": 0,
+    "map_stride": 8,
+    "pool": 3,  # local neighbourhood aggregation (PatchCore's 3x3 average)
+    "memory_bank_size": 1,  # set by fitting; >= 1 so an unfitted model still builds
+    "smooth_sigma": 1.0,  # in map pixels
+}
+
+
+def arch_params(spec: ModelSpec) -> dict[str, Any]:
+    """The spec's arch_params over the defaults; unknown keys are an error naming the field."""
+    unknown = sorted(set(spec.arch_params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"model.arch_params: unknown key(s) {unknown} for {ARCH}; known: {sorted(DEFAULTS)}"
+        )
+    p = {**DEFAULTS, **spec.arch_params}
+    if int(p["memory_bank_size"]) < 1:
+        raise ValueError("model.arch_params.memory_bank_size: expected >= 1")
+    return p
+
+
+class PatchFeatures(nn.Module):
+    """Backbone + local aggregation + resampling to one grid: ``(B, D, H/s, W/s)``."""
+
+    def __init__(self, spec: ModelSpec, p: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = XrayBackbone(
+            spec.in_channels, spec.mean, spec.std, p["layers"], p["width"], p["backbone_seed"]
+        )
+        self.map_stride = int(p["map_stride"])
+        self.pool = int(p["pool"])
+        self.dim = sum(self.backbone.channels)
+        self.factors = [
+            self.map_stride // s if s <= self.map_stride else 0 for s in self.backbone.strides
+        ]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(images)
+        h = images.shape[-2] // self.map_stride
+        w = images.shape[-1] // self.map_stride
+        out = []
+        for f, factor in zip(feats, self.factors, strict=True):
+            if self.pool > 1:
+                f = nn.functional.avg_pool2d(f, self.pool, 1, self.pool // 2)
+            out.append(resample_to(f, (h, w), factor))
+        return torch.cat(out, dim=1)
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of each query ``(M, D)`` to its nearest bank row ``(N, D)`` -> ``(M,)``.
+
+    Written as matmul + topk so it exports to plain ONNX ops (no ``cdist``).
+    """
+    d2 = (
+        (queries * queries).sum(1, keepdim=True)
+        - 2.0 * queries @ bank.t()
+        + (bank * bank).sum(1).unsqueeze(0)
+    )
+    nearest = torch.topk(d2, 1, dim=1, largest=False).values[:, 0]
+    return torch.sqrt(torch.clamp(nearest, min=0.0))
+
+
+class PatchCore(nn.Module):
+    """Memory-bank anomaly model; see the module docstring for shapes."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        p = arch_params(spec)
+        self.features = PatchFeatures(spec, p)
+        self.register_buffer(
+            "memory_bank", torch.zeros(int(p["memory_bank_size"]), self.features.dim)
+        )
+        self.smooth = MapSmoothing(float(p["smooth_sigma"]))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings ``(B, h*w, D)`` used to fill the memory bank."""
+        f = self.features(images)
+        return f.flatten(2).transpose(1, 2)
+
+    def set_memory_bank(self, bank: torch.Tensor) -> None:
+        """Replace the bank ``(N, D)``; the caller records ``N`` in the spec."""
+        if bank.ndim != 2 or bank.shape[1] != self.features.dim:
+            raise ValueError(
+                f"memory bank: expected (N, {self.features.dim}), got {tuple(bank.shape)}"
+            )
+        self.memory_bank = bank.detach().to(torch.float32).contiguous().clone()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(images)
+        b, d, h, w = f.shape
+        q = f.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = nearest_distance(q, self.memory_bank)
+        amap = self.smooth(dist.reshape(b, 1, h, w))
+        scores = amap.flatten(1).max(dim=1).values
+        return amap, scores
+
+
+def greedy_coreset(
+    embeddings: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0
+) -> torch.Tensor:
+    """Indices ``(n,) int64`` of a greedy k-center coreset of ``embeddings (M, D)``.
+
+    Distances are computed on a seeded Johnson-Lindenstrauss random projection to
+    ``proj_dim`` dimensions (as PatchCore does), which keeps selection fast and close to the
+    full-dimensional result. Each step adds the point farthest from the chosen set.
+    """
+    m = embeddings.shape[0]
+    if n >= m:
+        return torch.arange(m)
+    g = torch.Generator().manual_seed(seed)
+    x = embeddings.to(torch.float32)
+    if proj_dim and proj_dim < x.shape[1]:
+        proj = torch.randn(x.shape[1], proj_dim, generator=g) / proj_dim**0.5
+        x = x @ proj
+    start = int(torch.randint(m, (1,), generator=g))
+    chosen = torch.empty(n, dtype=torch.long)
+    chosen[0] = start
+    min_d = ((x - x[start]) ** 2).sum(1)
+    for i in range(1, n):
+        idx = int(torch.argmax(min_d))
+        chosen[i] = idx
+        min_d = torch.minimum(min_d, ((x - x[idx]) ** 2).sum(1))
+    return chosen
+
+
+@register_model(ARCH, task="anomaly")
+def build_patchcore(spec: ModelSpec) -> PatchCore:
+    return PatchCore(spec)

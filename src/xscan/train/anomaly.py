@@ -1,0 +1,254 @@
+"""``xscan train`` for ``model.task: anomaly``: fit on benign scans only, then calibrate.
+
+Steps (each a plain function):
+
+1. benign training crops from ``data.train`` (scans with a threat label are refused; a scan
+   larger than twice the input is cut into random crops of ``model.input_size`` at native
+   resolution, like the runtime's tiles; a smaller one is letterboxed whole);
+2. fit: ``anomaly_patchcore`` fills a memory bank with patch features and compresses it by a
+   greedy k-center coreset to ``train.extra.memory_bank_size`` rows (the size goes into
+   ``spec.arch_params``); ``anomaly_stfpm`` trains its student for ``train.epochs``;
+3. calibrate on held-out benign scans (``data.val``; scored whole, exactly as the runtime
+   scores them): ``spec.score_normalization`` and one operating point per
+   ``eval.far_targets``, the default at ``eval.default_far``;
+4. write ``OUT/model.pt`` (checkpoint with the calibrated spec) and ``OUT/calibration.json``.
+
+``train.extra`` options: ``memory_bank_size`` (4096), ``crops_per_scan`` (16),
+``patches_per_crop`` (256, random patches of each crop kept before the coreset),
+``coreset_proj_dim`` (128), ``pretrain`` (backbone self-supervised pretraining, see
+:mod:`xscan.models.anomaly_backbone`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xscan.anomaly.scanscore import score_scan, torch_runner
+from xscan.anomaly.sources import LabelledScan, iter_scans, scan_refs
+from xscan.config import ExperimentConfig, save_resolved
+from xscan.metrics.anomaly import calibrate
+from xscan.preprocess import letterbox, to_modality
+from xscan.runtime.tiling import should_tile
+from xscan.spec import ModelSpec
+from xscan.train.checkpoint import save_checkpoint, weights_sha256
+
+log = logging.getLogger(__name__)
+
+EXTRA_DEFAULTS: dict[str, Any] = {
+    "memory_bank_size": 4096,
+    "crops_per_scan": 16,
+    "patches_per_crop": 256,
+    "coreset_proj_dim": 128,
+    "pretrain": {},
+}
+
+
+def extra_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    unknown = sorted(set(cfg.train.extra) - set(EXTRA_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"{cfg.source}: train.extra: unknown key(s) {unknown} for anomaly training; "
+            f"known: {sorted(EXTRA_DEFAULTS)}"
+        )
+    return {**EXTRA_DEFAULTS, **cfg.train.extra}
+
+
+def scan_crops(
+    scan: LabelledScan, spec: ModelSpec, n_crops: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Network inputs ``(n, C, H, W) float32`` in [0, 1] from one scan: random native-resolution
+    crops when the runtime would tile it, else the letterboxed scan (n = 1)."""
+    x = to_modality(scan.image, spec.modality)
+    h, w = x.shape[:2]
+    th, tw = spec.input_size
+    if not should_tile(h, w, spec.input_size):
+        inp, _ = letterbox(x, spec.input_size, spec.pad_value, spec.resize)
+        return inp.transpose(2, 0, 1)[None]
+    out = []
+    for _ in range(n_crops):
+        y0 = int(rng.integers(0, max(1, h - th + 1)))
+        x0 = int(rng.integers(0, max(1, w - tw + 1)))
+        crop, _ = letterbox(
+            x[y0 : y0 + th, x0 : x0 + tw], spec.input_size, spec.pad_value, spec.resize
+        )
+        out.append(crop.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def benign_crops(cfg: ExperimentConfig, opts: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """All training inputs ``(N, C, H, W) float32`` and the number of benign scans used."""
+    spec = cfg.model
+    refs = scan_refs(cfg.data.train, spec.modality, "data.train")
+    if not refs:
+        raise ValueError(f"{cfg.source}: data.train: no training scans")
+    rng = np.random.default_rng(cfg.seed)
+    crops, n_scans, skipped = [], 0, 0
+    for scan in iter_scans(refs):
+        if scan.label != 0:
+            skipped += 1  # benign-only training: scans with a threat are never used
+            continue
+        crops.append(scan_crops(scan, spec, int(opts["crops_per_scan"]), rng))
+        n_scans += 1
+    if skipped:
+        log.info("skipped %d training scans with a threat (benign-only training)", skipped)
+    if not crops:
+        raise ValueError(f"{cfg.source}: data.train: no benign scans among {len(refs)}")
+    return np.concatenate(crops).astype(np.float32), n_scans
+
+
+def fit_patchcore(model, crops: np.ndarray, opts: dict[str, Any], seed: int) -> int:
+    """Fill and coreset-compress the memory bank; returns its size."""
+    from xscan.models.anomaly_patchcore import greedy_coreset
+
+    g = torch.Generator().manual_seed(seed)
+    keep = int(opts["patches_per_crop"])
+    feats = []
+    model.eval()
+    for i in range(0, len(crops), 16):
+        e = model.embed(torch.from_numpy(crops[i : i + 16]))  # (b, P, D)
+        if keep and keep < e.shape[1]:
+            idx = torch.stack(
+                [torch.randperm(e.shape[1], generator=g)[:keep] for _ in range(e.shape[0])]
+            )
+            e = torch.gather(e, 1, idx[:, :, None].expand(-1, -1, e.shape[2]))
+        feats.append(e.reshape(-1, e.shape[2]))
+    bank = torch.cat(feats)
+    n = min(int(opts["memory_bank_size"]), bank.shape[0])
+    t0 = time.perf_counter()
+    idx = greedy_coreset(bank, n, int(opts["coreset_proj_dim"]), seed)
+    log.info("coreset: %d -> %d patches in %.1f s", bank.shape[0], n, time.perf_counter() - t0)
+    model.set_memory_bank(bank[idx])
+    return n
+
+
+def train_student(model, crops: np.ndarray, cfg: ExperimentConfig) -> list[float]:
+    """Train the student of an ``anomaly_stfpm`` model on benign crops; per-epoch losses."""
+    tc = cfg.train
+    opt = torch.optim.Adam(model.student.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    deadline = time.monotonic() + 60 * tc.time_limit_min if tc.time_limit_min else None
+    losses = []
+    for epoch in range(tc.epochs):
+        model.train()
+        order = rng.permutation(len(crops))
+        total, n = 0.0, 0
+        for i in range(0, len(order), tc.batch_size):
+            x = torch.from_numpy(crops[order[i : i + tc.batch_size]])
+            if rng.random() < 0.5:  # scans are mirror-symmetric in content statistics
+                x = torch.flip(x, dims=[3])
+            loss = model.loss(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(x)
+            n += len(x)
+        losses.append(total / max(n, 1))
+        log.info("epoch %d/%d student loss %.4f", epoch + 1, tc.epochs, losses[-1])
+        if deadline and time.monotonic() > deadline:
+            log.info("time limit reached after %d epochs", epoch + 1)
+            break
+    model.eval()
+    return losses
+
+
+def calibration_scores(model, cfg: ExperimentConfig, spec: ModelSpec) -> tuple[np.ndarray, int]:
+    """Raw scores of the held-out benign scans of ``data.val`` (threat scans are ignored)."""
+    if not cfg.data.val:
+        raise ValueError(
+            f"{cfg.source}: data.val: anomaly training needs held-out benign scans to "
+            "calibrate the score normalisation and the operating points"
+        )
+    run = torch_runner(model)
+    raw = [
+        score_scan(s.image, spec, run).score
+        for s in iter_scans(scan_refs(cfg.data.val, spec.modality, "data.val"))
+        if s.label == 0
+    ]
+    if len(raw) < 2:
+        raise ValueError(f"{cfg.source}: data.val: need at least 2 benign scans, got {len(raw)}")
+    return np.asarray(raw), len(raw)
+
+
+def build_fresh(spec: ModelSpec, init_weights: str | None):
+    from xscan.models.anomaly_backbone import load_backbone_weights
+    from xscan.models.registry import build_model
+
+    model = build_model(spec)
+    if init_weights:
+        target = model.features.backbone if hasattr(model, "features") else model.teacher
+        load_backbone_weights(target, init_weights)
+    return model
+
+
+def main(cfg: ExperimentConfig) -> Path:
+    """Fit, calibrate and save; returns the checkpoint path ``train.out_dir/model.pt``."""
+    import xscan.models.anomaly_patchcore  # noqa: F401  (registers the architectures)
+    import xscan.models.anomaly_stfpm  # noqa: F401
+
+    opts = extra_options(cfg)
+    torch.manual_seed(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    spec = cfg.model
+    t0 = time.perf_counter()
+    crops, n_scans = benign_crops(cfg, opts)
+    log.info("%d benign scans -> %d training inputs %s", n_scans, len(crops), crops.shape[1:])
+    fit: dict[str, Any] = {"benign_scans": n_scans, "inputs": int(len(crops))}
+    if spec.arch == "anomaly_patchcore":
+        model = build_fresh(spec, cfg.train.init_weights)
+        n = fit_patchcore(model, crops, opts, cfg.seed)
+        spec = spec.replace(arch_params={**spec.arch_params, "memory_bank_size": n})
+        fit["memory_bank_size"] = n
+    elif spec.arch == "anomaly_stfpm":
+        model = build_fresh(spec, cfg.train.init_weights)
+        fit["losses"] = train_student(model, crops, cfg)
+    else:
+        raise ValueError(f"{cfg.source}: model.arch: {spec.arch!r} is not an anomaly model")
+    del crops
+    fit["fit_seconds"] = round(time.perf_counter() - t0, 1)
+    raw, n_cal = calibration_scores(model, cfg, spec)
+    norm, points = calibrate(raw, cfg.eval.far_targets, source="data.val benign")
+    default = min(points, key=lambda p: abs(p.target_far - cfg.eval.default_far)).name
+    state = model.state_dict()
+    spec = spec.replace(
+        score_normalization=norm,
+        info={
+            **spec.info,
+            "config": Path(cfg.source).name,
+            "fit": fit,
+            "calibration_benign_scans": n_cal,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    ).with_operating_points(points, default=default)
+    spec = spec.replace(weights_sha256=weights_sha256(state))
+    path = save_checkpoint(
+        out / "model.pt",
+        model=state,
+        spec=spec,
+        config=cfg.to_dict(),
+        epoch=cfg.train.epochs,
+        optimizer={},
+    )
+    (out / "calibration.json").write_text(
+        json.dumps(
+            {
+                "score_normalization": norm,
+                "operating_points": [p.__dict__ for p in points],
+                "benign_raw_scores": [round(float(v), 6) for v in raw],
+                "fit": fit,
+            },
+            indent=2,
+        )
+    )
+    log.info("saved %s (normalisation %s, default operating point %s)", path, norm, default)
+    return path

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from xscan.models import build_inference_module, build_model
+from xscan.models.anomaly_patchcore import greedy_coreset, nearest_distance
+from xscan.spec import ModelSpec
+
+
+def _spec(arch: str, **params) -> ModelSpec:
+    return ModelSpec(
+        task="anomaly",
+        class_names=("anomaly",),
+        input_size=(64, 96),
+        arch=arch,
+        arch_params=params,
+    ).validate()
+
+
+def _fitted_patchcore(bank_size: int = 40):
+    torch.manual_seed(0)
+    spec = _spec("anomaly_patchcore", memory_bank_size=bank_size)
+    model = build_model(spec).eval()
+    emb = model.embed(torch.rand(2, 3, 64, 96)).reshape(-1, model.features.dim)
+    model.set_memory_bank(emb[greedy_coreset(emb, bank_size, proj_dim=32)])
+    return model, spec
+
+
+def _export(module: torch.nn.Module, sample: torch.Tensor) -> tuple[ort.InferenceSession, list]:
+    f = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (sample,),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["images"],
+        output_names=["anomaly_map", "scores"],
+        dynamic_axes={"images": {0: "batch"}, "anomaly_map": {0: "batch"}, "scores": {0: "batch"}},
+    )
+    ops = sorted({n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node})
+    return ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"]), ops
+
+
+def test_nearest_distance_matches_cdist():
+    g = torch.Generator().manual_seed(1)
+    q, b = torch.randn(50, 16, generator=g), torch.randn(30, 16, generator=g)
+    expected = torch.cdist(q, b).min(dim=1).values
+    assert torch.allclose(nearest_distance(q, b), expected, atol=1e-4)
+
+
+def test_coreset_covers_clusters_and_is_seeded():
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(5, 8, generator=g) * 20
+    pts = (centres[:, None] + torch.randn(5, 100, 8, generator=g)).reshape(-1, 8)
+    idx = greedy_coreset(pts, 5, proj_dim=4, seed=3)
+    assert sorted((idx // 100).tolist()) == [0, 1, 2, 3, 4]  # one point per cluster
+    assert torch.equal(idx, greedy_coreset(pts, 5, proj_dim=4, seed=3))
+
+
+def test_memory_bank_size_round_trips_through_spec_and_state_dict():
+    model, spec = _fitted_patchcore(40)
+    state = model.state_dict()
+    assert state["memory_bank"].shape == (40, model.features.dim)
+    rebuilt_spec = ModelSpec.from_json(spec.to_json())
+    rebuilt = build_model(rebuilt_spec).eval()
+    rebuilt.load_state_dict(state)  # strict: shapes must match before loading
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for a, b in zip(model(x), rebuilt(x), strict=True):
+            assert torch.equal(a, b)
+    wrong = build_model(_spec("anomaly_patchcore", memory_bank_size=39))
+    with pytest.raises(RuntimeError, match="memory_bank"):
+        wrong.load_state_dict(state)
+
+
+@pytest.mark.parametrize("arch", ["anomaly_patchcore", "anomaly_stfpm"])
+def test_torch_and_onnxruntime_agree_on_maps_and_scores(arch):
+    if arch == "anomaly_patchcore":
+        model, spec = _fitted_patchcore()
+    else:
+        torch.manual_seed(0)
+        spec = _spec(arch)
+        model = build_model(spec).eval()
+    module = build_inference_module(model, spec)
+    x = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(7))
+    sess, ops = _export(module, x[:2])
+    assert "Cdist" not in ops
+    if arch == "anomaly_patchcore":
+        assert {"MatMul", "TopK"} <= set(ops)
+    amap, scores = sess.run(["anomaly_map", "scores"], {"images": x.numpy()})  # batch 3: dynamic
+    with torch.no_grad():
+        tmap, tscores = module(x)
+    stride = 8 if arch == "anomaly_patchcore" else 4
+    assert amap.shape == (3, 1, 64 // stride, 96 // stride)
+    assert scores.shape == (3,)
+    np.testing.assert_allclose(amap, tmap.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores, tscores.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_student_training_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = build_model(_spec("anomaly_stfpm")).train()
+    opt = torch.optim.Adam(model.student.parameters(), lr=1e-2)
+    x = torch.rand(4, 3, 64, 96, generator=torch.Generator().manual_seed(9))
+    first = float(model.loss(x).detach())
+    for _ in range(10):
+        opt.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+    assert float(model.loss(x).detach()) < 0.7 * first
+    assert all(not p.requires_grad for p in model.teacher.parameters())
