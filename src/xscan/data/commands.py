@@ -1,0 +1,129 @@
+"""``xscan data convert|stats|check``. Standard library only at import time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+KINDS = (
+    "sixray",
+    "opixray",
+    "hixray",
+    "pidray",
+    "clcxray",
+    "gdxray",
+    "coco",
+    "yolo",
+    "voc",
+    "xray_real_dev",
+    "xscan",
+)
+
+
+def _add_common(p: argparse.ArgumentParser, fmt_flag: str = "--format") -> None:
+    p.add_argument(
+        fmt_flag, dest="format", choices=KINDS, help="dataset layout (detected when unambiguous)"
+    )
+    p.add_argument("--split", help="split or subset to read (e.g. train, test, OL2, hidden)")
+    p.add_argument(
+        "--taxonomy",
+        choices=("canonical", "native"),
+        default="canonical",
+        help="map class names to xscan's canonical classes or keep the dataset's",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="read, convert, describe and check datasets")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("convert", help="convert a dataset to COCO or YOLO")
+    p.add_argument("src", help="dataset folder or file")
+    _add_common(p, "--from")
+    p.add_argument("--to", required=True, choices=("coco", "yolo"))
+    p.add_argument("dst", help="output folder")
+    p.add_argument(
+        "--images",
+        choices=("copy", "link", "keep"),
+        default="copy",
+        help="copy images, hard-link them, or (COCO) reference them in place",
+    )
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("stats", help="counts, box and image size histograms, PNG plots")
+    p.add_argument("dataset")
+    _add_common(p)
+    p.add_argument("--out", help="folder for stats.json and PNG plots (default: none)")
+    p.set_defaults(func=_stats)
+
+    p = sub.add_parser("check", help="find missing/corrupt images, bad boxes, unknown classes")
+    p.add_argument("dataset")
+    _add_common(p)
+    p.add_argument("--report", help="write every problem to this file (.json or text)")
+    p.add_argument("--strict", action="store_true", help="warnings also fail the check")
+    p.add_argument("--limit", type=int, default=200, help="problems printed (default 200)")
+    p.set_defaults(func=_check)
+
+
+def _load(args: argparse.Namespace, verify: bool = False):
+    from xscan.data.registry import detect_format, load_dataset
+
+    kind = args.format or detect_format(args.src if hasattr(args, "src") else args.dataset)
+    path = args.src if hasattr(args, "src") else args.dataset
+    print(f"reading {path} as {kind}", file=sys.stderr)
+    return load_dataset(kind, path, split=args.split, taxonomy=args.taxonomy, verify=verify)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from xscan.data.writers import write_coco, write_yolo
+
+    col = _load(args)
+    for p in col.problems[:50]:
+        print(p, file=sys.stderr)
+    if args.to == "coco":
+        out = write_coco(col, args.dst, images=args.images)
+    else:
+        out = write_yolo(col, args.dst, images="link" if args.images == "keep" else args.images)
+    print(f"wrote {out}: {col.summary_line()}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from xscan.data.stats import compute_stats, format_table, write_stats
+
+    col = _load(args)
+    stats = compute_stats(col)
+    print(format_table(stats))
+    if args.out:
+        for p in write_stats(stats, args.out):
+            print(f"wrote {p}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from xscan.data.check import check_collection, format_report
+
+    col = _load(args, verify=True)
+    result = check_collection(col)
+    print(format_report(result, args.limit))
+    if args.report:
+        path = Path(args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(
+                json.dumps(
+                    {
+                        "errors": result["errors"],
+                        "warnings": result["warnings"],
+                        "summary": result["summary"],
+                        "problems": [p.__dict__ for p in result["problems"]],
+                    },
+                    indent=1,
+                )
+            )
+        else:
+            path.write_text(format_report(result) + "\n")
+    failed = result["errors"] > 0 or (args.strict and result["warnings"] > 0)
+    return 1 if failed else 0
