@@ -32,6 +32,7 @@ import numpy as np
 from xscan.imageio import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
+    ImageTooLargeError,
     decode_image,
     sniff_format,
     to_transmission,
@@ -93,10 +94,10 @@ def _decode_bytes(data: bytes, source: str, max_pixels: int) -> np.ndarray:
         raise InputError("truncated", f"{source}: truncated JPEG (no end-of-image marker)")
     try:
         return decode_image(data, source, max_pixels=max_pixels)
+    except ImageTooLargeError as e:
+        raise InputError("oversized", str(e)) from e
     except ImageReadError as e:
-        msg = str(e)
-        reason = "oversized" if "exceeds the limit" in msg else "corrupt"
-        raise InputError(reason, msg) from e
+        raise InputError("corrupt", str(e)) from e
 
 
 def decode_item(item: InputItem, model: Any, max_pixels: int, keep_image: bool) -> Decoded:

@@ -176,7 +176,7 @@ def _svg_histogram(s: RunSummary, width: int = 640, height: int = 200) -> str:
     if not s.scored:
         return "<p>No scored images.</p>"
     pad_l, pad_b, pad_t = 40, 30, 10
-    pw, ph = width - pad_l - 10, height - pad_b - pad_t
+    pw, ph = width - pad_l - 30, height - pad_b - pad_t
     top = max(s.hist) or 1
     lo, hi = s.hist_range
     bw = pw / len(s.hist)
