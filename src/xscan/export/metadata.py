@@ -1,0 +1,37 @@
+"""Writing the model's contract into an ONNX file (``metadata_props["xscan.spec"]``)."""
+
+from __future__ import annotations
+
+import onnx
+
+from xscan.spec import METADATA_KEY, ModelSpec
+
+DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
+ANOMALY_OUTPUTS = ("anomaly_map", "scores")
+
+
+def output_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The graph's output names for ``spec.task`` (see docs/architecture.md)."""
+    return DETECTOR_OUTPUTS if spec.task == "detect" else ANOMALY_OUTPUTS
+
+
+def set_spec(model: onnx.ModelProto, spec: ModelSpec, extra: dict[str, str] | None = None) -> None:
+    """Store ``spec`` as JSON under :data:`METADATA_KEY` (replacing any earlier value), plus
+    optional ``extra`` string properties."""
+    props = {METADATA_KEY: spec.to_json(), **(extra or {})}
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    for p in kept:
+        model.metadata_props.add(key=p.key, value=p.value)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "xscan"
+    model.doc_string = f"{spec.name} {spec.version}: {spec.task} {list(spec.class_names)}"
+
+
+def get_spec(model: onnx.ModelProto, source: str = "model") -> ModelSpec:
+    """The spec stored in ``model`` (ValueError naming ``source`` when there is none)."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return ModelSpec.from_json(p.value, source=f"{source}: {METADATA_KEY}")
+    raise ValueError(f"{source}: no '{METADATA_KEY}' metadata")
