@@ -153,7 +153,7 @@ def load_txt_dataset(
         levels = _occlusion_levels(d, s)
         ann_dir, img_dir = d / f"{s}_annotation", d / f"{s}_image"
         anns = {p.stem: p for p in sorted(ann_dir.glob("*.txt"))}
-        for img in list_images(img_dir):
+        for img in list_images(img_dir) if want_level is None else []:
             if img.stem not in anns:
                 log.error(img, 0, "image has no annotation file; skipped")
                 log.skipped_records += 1
