@@ -1,0 +1,399 @@
+"""Procedural baggage scenes: a suitcase or soft bag with clutter and, optionally, threats.
+
+The bag is a shell (top and bottom faces, side walls seen edge-on, which give the dense
+outline of real scans), trolley handle rails, wheels and zips. Clutter items are benign
+objects built from materials (folded clothing, shoes, books, bottles, toiletries, laptops and
+phones with cells and boards, chargers, cables, keys, coins, umbrellas). Laptops, phones,
+loose cells, power banks and large liquid containers are annotated as non-threat objects
+(``is_threat=False``, as in the canonical taxonomy); other clutter is not annotated.
+Threats come from :mod:`xscan.synth.threats`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from xscan.synth.scene import Scene
+from xscan.synth.shapes import LocalShape, Placed, place, rotate_points
+from xscan.synth.threats import (
+    BAGGAGE_RESTRICTED,
+    BAGGAGE_THREAT_WEIGHTS,
+    BAGGAGE_THREATS,
+    build_threat,
+    liquid_container,
+    power_bank,
+    rounded_rect,
+)
+
+CLUTTER_ITEMS = {"low": (5, 9), "medium": (10, 17), "high": (18, 28)}
+# Non-threat classes of the taxonomy that baggage scans annotate.
+BENIGN_ANNOTATED = ("laptop", "phone", "battery", *BAGGAGE_RESTRICTED)
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    """Where the bag lies in the image: centre (px), in-plane angle (deg), half sizes (px)."""
+
+    cx: float
+    cy: float
+    angle: float
+    half_l: float
+    half_w: float
+
+    def sample_point(self, rng: np.random.Generator, margin: float = 0.85) -> tuple[float, float]:
+        """A random pixel inside the bag (``margin`` of the half sizes)."""
+        u = rng.uniform(-1, 1) * self.half_l * margin
+        v = rng.uniform(-1, 1) * self.half_w * margin
+        p = rotate_points(np.array([[u, v]]), self.angle)[0]
+        return float(self.cx + p[0]), float(self.cy + p[1])
+
+    def fit_inside(self, placed: Placed, margin: float = 0.96) -> Placed:
+        """Shift ``placed`` (whole pixels) so its outline stays within the bag where it can."""
+        if placed.corners is None:
+            return placed
+        local = rotate_points(placed.corners - [self.cx, self.cy], -self.angle)
+        shift = []
+        for axis, half in ((0, self.half_l * margin), (1, self.half_w * margin)):
+            lo, hi = local[:, axis].min(), local[:, axis].max()
+            if hi - lo >= 2 * half:
+                shift.append(-(lo + hi) / 2)
+            else:
+                shift.append(min(0.0, half - hi) + max(0.0, -half - lo))
+        d = rotate_points(np.array([shift]), self.angle)[0]
+        placed.shift(int(round(d[0])), int(round(d[1])))
+        return placed
+
+
+# ---- the bag itself -----------------------------------------------------------------------
+def _shell(rng: np.random.Generator, pc: float, L: float, W: float) -> LocalShape:
+    """Suitcase shell in its own frame (length along x), ``L × W`` cm."""
+    shape = LocalShape(L + 14, W + 14, pc)
+    hard = rng.random() < 0.5
+    depth = rng.uniform(18, 28)
+    face = "polycarbonate" if hard else "nylon"
+    outline = rounded_rect(L, W, rng.uniform(3, 8))
+    shape.polygon(face, outline, rng.uniform(0.4, 0.8) if hard else rng.uniform(0.2, 0.5))
+    shape.band(face, np.vstack([outline, outline[:1]]), 0.25, depth * 0.6)
+    # a second outline where lid and base meet, and the zip running round it
+    inner = rounded_rect(L - 2.0, W - 2.0, 4)
+    shape.band(face, inner, 0.3, depth * 0.25)
+    shape.wire("steel", np.vstack([inner, inner[:1]]) * 0.99, rng.uniform(0.08, 0.15))
+    if hard or rng.random() < 0.5:
+        shape.band("aluminium", rounded_rect(L - 0.8, W - 0.8, 4), 0.2, 2.0)
+    # trolley rails on the back: two aluminium tubes most of the length
+    if rng.random() < 0.85:
+        rail_l = L * rng.uniform(0.75, 0.95)
+        x = -L / 2 + rail_l / 2 + 1
+        off = W * rng.uniform(0.18, 0.3)
+        for y in (-off, off):
+            shape.cylinder("aluminium", x, y, rail_l, 1.1, 0.95)
+            shape.cylinder("aluminium", x, y, rail_l * 0.7, 0.85, 0.72)
+        shape.box("nylon", -L / 2 - 0.5, 0, 3.0, 2 * off + 3, 2.5)
+        shape.box("steel", -L / 2 + 2, 0, 1.0, 2 * off + 2, 0.3)
+        for y in (-off, off):  # wheels at the rail end
+            shape.disc("polyethylene", -L / 2 - 1.5, y + np.sign(y) * 4, 3.5, 4.0)
+            shape.disc("rubber", -L / 2 - 2.5, y + np.sign(y) * 4, 2.8, 2.2)
+            shape.disc("steel", -L / 2 - 2.5, y + np.sign(y) * 4, 0.4, 4.0)
+    # carry handle on the long side, feet on the other
+    shape.polygon("nylon", rounded_rect(12, 2.5, 1.0, 0, -W / 2 - 1.8), 2.5)
+    for x in (-L / 4, L / 4):
+        shape.box("steel", x, -W / 2 - 0.5, 1.2, 1.0, 0.4)
+        shape.box("polyethylene", x, W / 2 + 0.8, 3.0, 1.8, 2.0)
+    # inner lining with a few metal parts (clips, frame screws)
+    for _ in range(int(rng.integers(4, 12))):
+        shape.disc(
+            "steel",
+            rng.uniform(-L / 2, L / 2) * 0.95,
+            rng.uniform(-W / 2, W / 2) * 0.95,
+            rng.uniform(0.2, 0.5),
+            0.4,
+        )
+    return shape
+
+
+# ---- benign clutter -----------------------------------------------------------------------
+def _clothing(rng: np.random.Generator, pc: float) -> LocalShape:
+    w, h = rng.uniform(15, 38), rng.uniform(12, 28)
+    shape = LocalShape(w + 4, h + 4, pc)
+    mat = "cotton" if rng.random() < 0.75 else "nylon"
+    t = rng.uniform(1.0, 3.0)
+    shape.polygon(mat, rounded_rect(w, h, rng.uniform(1, 5)), t)
+    for _ in range(int(rng.integers(1, 5))):  # folds and sleeves give layered density
+        fw, fh = w * rng.uniform(0.2, 0.8), h * rng.uniform(0.15, 0.6)
+        shape.polygon(
+            mat,
+            rounded_rect(fw, fh, 2, rng.uniform(-w, w) * 0.3, rng.uniform(-h, h) * 0.3),
+            t * rng.uniform(0.4, 1.2),
+        )
+    if rng.random() < 0.3:  # buttons or a zip
+        n = int(rng.integers(3, 8))
+        for i in range(n):
+            shape.disc(
+                "polyethylene" if rng.random() < 0.6 else "steel",
+                -w / 4,
+                -h / 2 + (i + 0.5) * h / n,
+                0.5,
+                0.3,
+            )
+    return shape
+
+
+def _shoe(rng: np.random.Generator, pc: float) -> LocalShape:
+    L, W = rng.uniform(24, 31), rng.uniform(8, 11)
+    shape = LocalShape(L + 2, W + 2, pc)
+    x = np.linspace(-1, 1, 20)
+    half = W / 2 * (0.75 + 0.25 * np.cos(x * 2.4)) * np.sqrt(np.clip(1 - x**8, 0, 1))
+    sole = np.concatenate([np.stack([x * L / 2, half], 1), np.stack([x * L / 2, -half], 1)[::-1]])
+    shape.polygon("rubber", sole, rng.uniform(1.5, 3.0))
+    shape.ellipsoid(
+        "leather" if rng.random() < 0.5 else "cotton", L * 0.1, 0, L * 0.38, W * 0.42, 4.0
+    )
+    if rng.random() < 0.5:
+        shape.box("steel", -L * 0.1, 0, 8, 1.2, 0.15)  # shank
+    for i in range(int(rng.integers(0, 6))):
+        shape.disc("steel", L * 0.15 + i * 1.4, 0, 0.3, 0.5)  # eyelets
+    return shape
+
+
+def _book(rng: np.random.Generator, pc: float) -> LocalShape:
+    w, h = rng.uniform(12, 22), rng.uniform(18, 30)
+    shape = LocalShape(w + 1, h + 1, pc)
+    shape.box("paper", 0, 0, w, h, rng.uniform(1.0, 4.5))
+    shape.box("paper", -w / 2 + 0.4, 0, 0.8, h, 2.0)
+    return shape
+
+
+def _bottle(rng: np.random.Generator, pc: float) -> LocalShape:
+    L, r = rng.uniform(8, 16), rng.uniform(1.5, 3.0)
+    shape = LocalShape(L + 1, 2 * r + 1, pc)
+    shape.cylinder("pet", 0, 0, L * 0.8, r, r - 0.08)
+    shape.cylinder(
+        ["water", "toiletry", "food"][rng.integers(3)],
+        -L * 0.05,
+        0,
+        L * 0.7 * rng.uniform(0.5, 1.0),
+        r - 0.08,
+    )
+    shape.cylinder("polyethylene", L * 0.45, 0, L * 0.2, r * 0.5)
+    return shape
+
+
+def _toiletries(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(22, 16, pc)
+    shape.polygon("polyethylene", rounded_rect(20, 14, 2), 0.1)  # wash bag
+    for _ in range(int(rng.integers(2, 6))):
+        cx, cy = rng.uniform(-7, 7), rng.uniform(-4, 4)
+        kind = rng.integers(3)
+        if kind == 0:  # aerosol can
+            shape.cylinder("aluminium", cx, cy, 12, 2.3, 2.2)
+            shape.cylinder("toiletry", cx, cy, 11, 2.2 * rng.uniform(0.3, 1.0))
+        elif kind == 1:  # toothbrush / razor
+            shape.box("polyethylene", cx, cy, 17, 1.0, 1.2)
+            shape.box("steel", cx + 7.5, cy, 2.0, 1.0, 0.1)
+        else:  # cream tube
+            shape.ellipsoid("toiletry", cx, cy, 6, 1.8, 1.0)
+            shape.box("aluminium", cx - 6, cy, 1.0, 3.0, 0.2)
+    return shape
+
+
+def _laptop(rng: np.random.Generator, pc: float) -> LocalShape:
+    w, h = rng.uniform(28, 36), rng.uniform(19, 25)
+    shape = LocalShape(w + 1, h + 1, pc)
+    case = "aluminium" if rng.random() < 0.6 else "abs"
+    shape.polygon(case, rounded_rect(w, h, 1.0), 0.25 if case == "aluminium" else 0.8)
+    shape.box("glass", 0, 0, w * 0.95, h * 0.95, 0.12)  # display
+    shape.box("pcb", -w * 0.05, -h * 0.3, w * 0.6, h * 0.2, 0.16)  # main board
+    for i in range(int(rng.integers(2, 6))):
+        shape.box("silicon", -w * 0.3 + i * 2.5, -h * 0.3, 1.2, 1.2, 0.1)
+    shape.box("li_ion_cell", 0, h * 0.28, w * 0.7, h * 0.25, 0.7)
+    shape.disc("aluminium", w * 0.3, -h * 0.25, 2.5, 0.6)  # fan + heat sink
+    shape.box("copper", w * 0.15, -h * 0.25, 6, 0.8, 0.3)
+    shape.box("steel", 0, 0, w * 0.9, 0.4, 0.1)  # hinge bar
+    for x, y in ((-0.45, -0.45), (0.45, -0.45), (-0.45, 0.45), (0.45, 0.45)):
+        shape.disc("steel", x * w, y * h, 0.25, 0.5)
+    return shape
+
+
+def _phone(rng: np.random.Generator, pc: float) -> LocalShape:
+    w, h = rng.uniform(6.5, 7.8), rng.uniform(13.5, 16.5)
+    shape = LocalShape(w + 1, h + 1, pc)
+    shape.polygon("glass", rounded_rect(w, h, 0.9), 0.15)
+    shape.band("aluminium", rounded_rect(w, h, 0.9), 0.3, 0.8)
+    shape.box("li_ion_cell", 0, h * 0.12, w * 0.8, h * 0.5, 0.45)
+    shape.box("pcb", 0, -h * 0.3, w * 0.8, h * 0.25, 0.1)
+    shape.disc("steel", w * 0.25, -h * 0.4, 0.6, 0.4)  # camera
+    return shape
+
+
+def _battery(rng: np.random.Generator, pc: float) -> LocalShape:
+    L, r = (6.5, 0.9) if rng.random() < 0.5 else (5.0, 0.72)
+    shape = LocalShape(L + 1, 2 * r + 1, pc)
+    shape.cylinder("li_ion_cell" if L > 6 else "alkaline_cell", 0, 0, L, r)
+    return shape
+
+
+def _charger(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(30, 30, pc)
+    shape.polygon("pvc", rounded_rect(5, 5, 0.8), 2.8)
+    shape.box("copper", 0, 0, 2.0, 1.5, 0.9)
+    shape.box("steel", 0, 0, 2.4, 2.0, 0.4)
+    shape.box("brass", -0.8, -3.2, 0.3, 1.8, 0.2)
+    shape.box("brass", 0.8, -3.2, 0.3, 1.8, 0.2)
+    _draw_cable(shape, rng, (0, 2.5), 12)
+    return shape
+
+
+def _draw_cable(shape: LocalShape, rng: np.random.Generator, start, span: float) -> None:
+    """A smooth random cable (copper core in a PVC jacket) starting at ``start`` (cm)."""
+    n = 8
+    steps = rng.normal(0, 1, (n, 2))
+    steps = np.cumsum(steps / np.linalg.norm(steps, axis=1, keepdims=True) * span / n * 1.5, 0)
+    pts = np.asarray(start) + steps
+    pts = np.clip(pts, -span, span)
+    t = np.linspace(0, n - 1, n * 6)
+    smooth = np.stack(
+        [np.interp(t, np.arange(n), pts[:, 0]), np.interp(t, np.arange(n), pts[:, 1])], 1
+    )
+    shape.wire("pvc", smooth, 0.45)
+    shape.wire("copper", smooth, 0.12)
+
+
+def _cable(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(36, 36, pc)
+    _draw_cable(shape, rng, (0, 0), 16)
+    if rng.random() < 0.5:
+        shape.box("steel", 0, 0, 1.2, 2.0, 0.5)  # plug
+    return shape
+
+
+def _keys(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(14, 14, pc)
+    shape.ring("steel", 0, 0, 1.3, 0.2)
+    for _ in range(int(rng.integers(1, 5))):
+        a = rng.uniform(0, 2 * np.pi)
+        L = rng.uniform(4, 6.5)
+        key = np.array(
+            [
+                [0, -1.2],
+                [1.6, -1.2],
+                [1.6, -0.4],
+                [L, -0.4],
+                [L, 0.2],
+                [L - 0.5, 0.5],
+                [L - 1.0, 0.2],
+                [L - 1.5, 0.5],
+                [1.6, 0.5],
+                [1.6, 1.2],
+                [0, 1.2],
+            ]
+        )
+        key = rotate_points(key + [1.2, 0], np.degrees(a))
+        shape.polygon("brass" if rng.random() < 0.5 else "steel", key, 0.2)
+    return shape
+
+
+def _coins(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(10, 10, pc)
+    for _ in range(int(rng.integers(1, 7))):
+        mat = ["copper", "brass", "steel"][rng.integers(3)]
+        shape.disc(mat, rng.uniform(-3, 3), rng.uniform(-3, 3), rng.uniform(0.8, 1.3), 0.2)
+    return shape
+
+
+def _umbrella(rng: np.random.Generator, pc: float) -> LocalShape:
+    L = rng.uniform(22, 30)
+    shape = LocalShape(L + 2, 8, pc)
+    shape.ellipsoid("nylon", 0, 0, L * 0.45, 2.5, 1.0)
+    shape.cylinder("steel", 0, 0, L, 0.45, 0.38)
+    for y in np.linspace(-1.6, 1.6, int(rng.integers(4, 8))):
+        shape.wire("aluminium", np.array([[-L * 0.4, y * 0.3], [L * 0.4, y]]), 0.2)
+    shape.polygon("abs", rounded_rect(3.0, 2.6, 0.8, -L / 2 - 0.5, 0), 2.4)
+    return shape
+
+
+CLUTTER_BUILDERS = {
+    "clothing": (_clothing, 6.0),
+    "shoe": (_shoe, 1.2),
+    "book": (_book, 1.0),
+    "bottle": (_bottle, 1.0),
+    "toiletries": (_toiletries, 1.2),
+    "laptop": (_laptop, 0.5),
+    "phone": (_phone, 0.8),
+    "battery": (_battery, 0.4),
+    "charger": (_charger, 1.0),
+    "cable": (_cable, 2.0),
+    "keys": (_keys, 1.0),
+    "coins": (_coins, 0.8),
+    "umbrella": (_umbrella, 0.5),
+    "power_bank": (power_bank, 0.4),
+    "liquid_container": (liquid_container, 0.5),
+}
+
+
+def _pick(rng: np.random.Generator, names, weights) -> str:
+    w = np.asarray(weights, np.float64)
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
+
+
+def _tilt(rng: np.random.Generator) -> float:
+    """Out-of-plane tilt (deg): mostly lying flat, sometimes standing at an angle."""
+    return float(rng.uniform(0, 25) if rng.random() < 0.7 else rng.uniform(25, 70))
+
+
+def build_baggage(
+    rng: np.random.Generator,
+    size_hw: tuple[int, int],
+    with_threat: bool,
+    clutter: str = "medium",
+    annotate_benign: bool = True,
+) -> Scene:
+    """A baggage scene of ``size_hw`` pixels; threats only when ``with_threat``.
+
+    The bag (55–78 cm long) fills most of the image at any size; ``pixel_cm`` follows.
+    """
+    if clutter not in CLUTTER_ITEMS:
+        raise ValueError(f"clutter: expected one of {sorted(CLUTTER_ITEMS)}, got {clutter!r}")
+    H, W = size_hw
+    L, Wd = rng.uniform(55, 78), rng.uniform(36, 50)
+    angle = float(
+        rng.choice([0.0, 90.0]) + rng.normal(0, 12) if rng.random() < 0.8 else rng.uniform(-60, 60)
+    )
+    a = math.radians(angle)
+    ext_x = abs(L * math.cos(a)) + abs(Wd * math.sin(a)) + 10
+    ext_y = abs(L * math.sin(a)) + abs(Wd * math.cos(a)) + 10
+    pc = max(ext_x / (W * rng.uniform(0.85, 1.0)), ext_y / (H * rng.uniform(0.85, 1.0)))
+    cx = W / 2 + rng.uniform(-0.04, 0.04) * W
+    cy = H / 2 + rng.uniform(-0.04, 0.04) * H
+    scene = Scene(H, W, pc)
+    scene.add(place(_shell(rng, pc, L, Wd), (cx, cy), angle))
+    frame = BagFrame(cx, cy, angle, L / 2 / pc, Wd / 2 / pc)
+
+    lo, hi = CLUTTER_ITEMS[clutter]
+    names = list(CLUTTER_BUILDERS)
+    weights = [CLUTTER_BUILDERS[n][1] for n in names]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        name = _pick(rng, names, weights)
+        shape = CLUTTER_BUILDERS[name][0](rng, pc)
+        item_angle = angle + (
+            rng.choice([0, 90]) + rng.normal(0, 15) if rng.random() < 0.6 else rng.uniform(0, 360)
+        )
+        center = frame.sample_point(rng)
+        placed = place(shape, center, float(item_angle), _tilt(rng), bool(rng.random() < 0.5))
+        frame.fit_inside(placed)
+        annotate = annotate_benign and name in BENIGN_ANNOTATED
+        scene.add(placed, category=name if annotate else None, is_threat=False)
+
+    if with_threat:
+        n = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
+        for _ in range(n):
+            cat = _pick(rng, BAGGAGE_THREATS, BAGGAGE_THREAT_WEIGHTS)
+            shape = build_threat(cat, rng, pc)
+            center = frame.sample_point(rng, 0.7)
+            angle_t = float(rng.uniform(0, 360))
+            placed = place(shape, center, angle_t, _tilt(rng) * 0.8, bool(rng.random() < 0.5))
+            frame.fit_inside(placed)
+            scene.add(placed, category=cat, is_threat=True)
+    return scene
