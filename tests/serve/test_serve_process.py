@@ -154,11 +154,7 @@ def test_metrics_show_requests_batches_and_lanes(main_server):
     _inspect(main_server, b"")
     r = httpx.get(main_server.url + "/metrics", headers=main_server.headers)
     assert r.status_code == 200
-    values = {}
-    for line in r.text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+    values = _metric_values(r.text)
     assert values['xscan_requests_total{route="/v1/inspect",status="200"}'] >= 3
     assert values['xscan_requests_total{route="/v1/inspect",status="400"}'] >= 1
     assert values['xscan_decisions_total{decision="alarm",lane="lane-7"}'] == 3
@@ -310,20 +306,34 @@ def test_reload_with_a_path_is_refused_without_admin_dir(main_server):
     assert r.status_code == 200 and r.json()["reloaded"] is True
 
 
+def _metric_values(text: str) -> dict[str, float]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def test_sigterm_drains_in_flight_requests(toy_detector_onnx, tmp_path):
     from serve_procs import make_slow_detector
 
-    slower = make_slow_detector(toy_detector_onnx, tmp_path / "slower.onnx", layers=30)
+    slower = make_slow_detector(toy_detector_onnx, tmp_path / "slower.onnx", layers=60)
     srv = start_server(slower, tmp_path, "--max-batch", "1")
     data = encode(scan_image())
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(_inspect, srv, data) for _ in range(6)]
-        deadline, seen = time.monotonic() + 10, False
-        while time.monotonic() < deadline and not seen:  # until all six are in the server
-            seen = "xscan_inflight_requests 7.0" in httpx.get(srv.url + "/metrics").text
+        deadline, pending = time.monotonic() + 20, None
+        while time.monotonic() < deadline:  # until all six have reached the server
+            v = _metric_values(httpx.get(srv.url + "/metrics", timeout=10).text)
+            inflight = v["xscan_inflight_requests"] - 1  # minus this /metrics request
+            done = v.get('xscan_requests_total{route="/v1/inspect",status="200"}', 0.0)
+            if inflight + done >= 6:
+                pending = inflight
+                break
         srv.proc.send_signal(signal.SIGTERM)
         codes = [f.result().status_code for f in futures]
-    assert seen, "the requests were not in flight together"
+    assert pending is not None and pending >= 1, "no request was in flight at SIGTERM"
     assert codes == [200] * 6
     srv.proc.wait(20)
     assert "drained and stopped" in srv.log()
