@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-pixels", type=int, default=None, help="refuse larger images (default 100M)"
     )
+    p.add_argument(
+        "--tiling",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="cut scans much larger than the model input into tiles (auto: when fitting "
+        "them whole would shrink them more than 2x)",
+    )
     p.add_argument("--coco-gt", default=None, help="COCO file whose image/category ids to use")
     p.add_argument("--restart", action="store_true", help="discard an existing run in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         engine=args.engine,
         threshold=args.threshold,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        tiling=args.tiling,
         restart=args.restart,
         coco_gt=args.coco_gt,
         progress=not args.no_progress,

@@ -49,13 +49,14 @@ class RayScorer:
         threshold: float | None,
         max_pixels: int,
         overlays_dir: str | None,
+        tiling: str = "auto",
     ):
         from xscan.runtime import load_model
 
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="xscan-ray-")
         with os.fdopen(fd, "wb") as f:
             f.write(model_bytes)
-        self.model = load_model(path, providers=providers, threads=threads or 1)
+        self.model = load_model(path, providers=providers, threads=threads or 1, tiling=tiling)
         os.unlink(path)
         self.threshold, self.max_pixels = threshold, max_pixels
         self.overlays_dir = overlays_dir
@@ -123,6 +124,7 @@ def run_ray(
         "threshold": cfg.threshold,
         "max_pixels": cfg.max_pixels,
         "overlays_dir": str(Path(cfg.out).resolve()) if cfg.overlays else None,
+        "tiling": cfg.tiling,
     }
     n = 0
     while True:

@@ -34,7 +34,7 @@ BATCH_DELAY_ENV = "XSCAN_SCORE_BATCH_DELAY_S"
 @dataclass
 class ScoreConfig:
     """Options of a scoring run. Only ``model``, ``inputs``, ``threshold``, ``max_pixels``
-    change results; they form the run's identity (a resumed run must match it)."""
+    and ``tiling`` change results; they form the run's identity (a resumed run must match it)."""
 
     model: str | None
     inputs: list[str]
@@ -47,6 +47,7 @@ class ScoreConfig:
     engine: str = "local"
     threshold: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    tiling: str = "auto"
     restart: bool = False
     coco_gt: str | None = None
     progress: bool = True
@@ -84,6 +85,7 @@ def identity(cfg: ScoreConfig, model_sha256: str, raw_pairs: bool) -> dict[str, 
         "inputs": [os.path.abspath(p) for p in cfg.inputs],
         "threshold": cfg.threshold,
         "max_pixels": cfg.max_pixels,
+        "tiling": cfg.tiling,
         "raw_pairs": raw_pairs,
     }
 
@@ -141,7 +143,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p}: no such file or folder")
     model_path = resolve_model_path(cfg.model)
-    model = load_model(model_path, providers=cfg.provider, threads=cfg.threads)
+    model = load_model(model_path, providers=cfg.provider, threads=cfg.threads, tiling=cfg.tiling)
     raw_pairs = model.spec.modality == "raw_dual"
     run_dir = Path(cfg.out)
     store = ResultStore(run_dir, identity(cfg, model.model_sha256, raw_pairs), cfg.restart)

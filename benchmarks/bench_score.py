@@ -1,0 +1,198 @@
+"""Folder scoring: is decoding hidden behind inference, and is memory flat in folder size?
+
+One run measures, on one folder:
+
+* model-only images/s: ``infer_prepared`` on tensors decoded and prepared beforehand;
+* end-to-end images/s: ``xscan.score.run.score`` (threaded decode, batching, writing, fsync);
+* a naive loop: read -> ``model.predict`` -> write a JSON line, one image at a time;
+
+and peak RSS of ``xscan score`` subprocesses on 1,000 vs 20,000 generated images.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_score.py [--model M.onnx] [--folder DIR]
+
+Without ``--model`` it takes the first detector ONNX in ``models/`` or ``runs/`` and falls back
+to the toy detector of the tests (say which in the results). Without ``--folder`` it uses the
+real dev scans (``../shared/data/xray-real-dev/sixray/images``) when present, else generated
+scan-like JPEGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SIXRAY = ROOT.parent / "shared" / "data" / "xray-real-dev" / "sixray" / "images"
+
+
+def find_model(explicit: str | None, tmp: Path) -> tuple[Path, str]:
+    from xscan.runtime import read_spec
+
+    if explicit:
+        return Path(explicit), "given"
+    for d in (ROOT / "models", ROOT / "runs"):
+        for p in sorted(d.rglob("*.onnx")) if d.exists() else []:
+            try:
+                if read_spec(p).task == "detect":
+                    return p, "real detector"
+            except Exception:  # noqa: BLE001 - not an xscan model
+                continue
+    sys.path.insert(0, str(ROOT / "tests"))
+    from toy_models import make_toy_detector, toy_detector_spec
+
+    spec = toy_detector_spec(input_size=(320, 320))
+    return make_toy_detector(tmp / "toy_detector_320.onnx", spec), "toy detector (320x320)"
+
+
+def scan_like_folder(out: Path, n: int, seed: int = 0) -> Path:
+    """``n`` seeded 1024x768 scan-like JPEGs (white background, overlapping dark objects)."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.full((768, 1024, 3), 250, np.uint8)
+        for _ in range(12):
+            y, x = rng.integers(0, 600), rng.integers(0, 850)
+            h, w = rng.integers(40, 200), rng.integers(40, 200)
+            img[y : y + h, x : x + w] = (img[y : y + h, x : x + w] * rng.uniform(0.3, 0.9)).astype(
+                np.uint8
+            )
+        cv2.imwrite(str(out / f"scan{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
+def copies_folder(out: Path, n: int, seed: int = 0) -> Path:
+    """``n`` small PNGs: copies of 8 seeded 128x96 variants, 1,000 per sub-folder."""
+    rng = np.random.default_rng(seed)
+    base = []
+    for _ in range(8):
+        img = np.full((96, 128, 3), 255, np.uint8)
+        img[rng.integers(0, 48) :][:40, rng.integers(0, 64) :][:, :50] = rng.integers(0, 200, 3)
+        ok, buf = cv2.imencode(".png", img)
+        base.append(buf.tobytes())
+    for i in range(n):
+        d = out / f"d{i // 1000:03d}"
+        if i % 1000 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"img{i:06d}.png").write_bytes(base[i % 8])
+    return out
+
+
+def model_only(model, files: list[Path], batch: int, repeats: int = 2) -> float:
+    from xscan.imageio import read_image
+
+    prepared = [model.prepare(read_image(f)) for f in files]
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for s in range(0, len(prepared), batch):
+            chunk = prepared[s : s + batch]
+            model.infer_prepared(np.stack([c[0] for c in chunk]), [c[1] for c in chunk])
+        best = max(best, len(prepared) / (time.perf_counter() - t0))
+    return best
+
+
+def naive_loop(model, files: list[Path], out: Path) -> float:
+    from xscan.imageio import read_image
+
+    t0 = time.perf_counter()
+    with open(out, "w") as f:
+        for p in files:
+            pred = model.predict(read_image(p), tiling="never")
+            f.write(json.dumps({"path": str(p), **pred.to_dict()}) + "\n")
+    return len(files) / (time.perf_counter() - t0)
+
+
+def end_to_end(model_path: Path, folder: Path, run_dir: Path, batch: int, workers: int, threads):
+    from xscan.score.run import ScoreConfig, score
+
+    # tiling="never": every scan is letterboxed whole, the same work as the model-only run.
+    cfg = ScoreConfig(model=str(model_path), inputs=[str(folder)], out=str(run_dir),
+                      batch_size=batch, workers=workers, threads=threads, progress=False,
+                      restart=True, tiling="never")  # fmt: skip
+    res = score(cfg)
+    return res.session["scored"] / res.session["wall_s"], res.session
+
+
+def peak_rss_mb(model_path: Path, folder: Path, run_dir: Path) -> tuple[float, float]:
+    """Peak RSS (MiB) and wall time of ``xscan score`` in a fresh subprocess."""
+    code = (
+        "import resource, sys, time; from xscan.cli import main; t=time.perf_counter(); "
+        "rc = main(sys.argv[1:]); "
+        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()-t)"
+    )
+    args = ["score", str(model_path), str(folder), "--out", str(run_dir), "--no-progress",
+            "--restart"]  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RSS ")][-1].split()
+    return int(line[1]) / 1024, float(line[2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model")
+    ap.add_argument("--folder", help="folder for the throughput comparison")
+    ap.add_argument("--n", type=int, default=300, help="images from the folder to use")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads")
+    ap.add_argument("--rss-sizes", default="1000,20000")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "xscan-bench-score"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    from xscan.runtime import load_model
+
+    model_path, model_kind = find_model(args.model, work)
+    if args.folder:
+        src, folder_kind = Path(args.folder), "given"
+    elif SIXRAY.is_dir():
+        src, folder_kind = SIXRAY, "SIXray real dev scans (JPEG, ~600-1500 px)"
+    else:
+        src, folder_kind = scan_like_folder(work / "scanlike", args.n), "generated 1024x768 JPEGs"
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in (".jpg", ".png"))[: args.n]
+    folder = work / "throughput"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for p in files:
+        os.symlink(p.resolve(), folder / p.name)
+    model = load_model(model_path, threads=args.threads)
+    print(f"loadavg before: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"model: {model_path} ({model_kind}), input {model.spec.input_size}")
+    print(f"folder: {len(files)} images, {folder_kind}")
+    mo = model_only(model, files, args.batch_size)
+    e2e, session = end_to_end(model_path, folder, work / "run_e2e", args.batch_size,
+                              args.workers, args.threads)  # fmt: skip
+    naive = naive_loop(model, files, work / "naive.jsonl")
+    print(f"model-only (pre-decoded tensors): {mo:8.1f} images/s")
+    print(f"end-to-end xscan score:           {e2e:8.1f} images/s ({100 * e2e / mo:.0f}% of model)")
+    print(f"naive decode->infer->write loop:  {naive:8.1f} images/s (score: {e2e / naive:.2f}x)")
+    print(f"  (score session: {json.dumps(session)})")
+    # The memory runs use the 64x64 toy detector so that 20,000 images take seconds: what
+    # they measure is the pipeline's memory, not the model's.
+    sys.path.insert(0, str(ROOT / "tests"))
+    from toy_models import make_toy_detector
+
+    rss_model = make_toy_detector(work / "toy_detector_64.onnx")
+    for n in (int(x) for x in args.rss_sizes.split(",")):
+        d = work / f"copies_{n}"
+        if not d.exists():
+            copies_folder(d, n)
+        rss, wall = peak_rss_mb(rss_model, d, work / f"run_rss_{n}")
+        print(f"peak RSS, {n:6d} images: {rss:7.1f} MiB  ({wall:.1f} s, {n / wall:.0f} images/s)")
+    print(f"loadavg after: {Path('/proc/loadavg').read_text().strip()}")
+
+
+if __name__ == "__main__":
+    main()
