@@ -1,0 +1,96 @@
+"""Shapes rasterise to the right path lengths; placement keeps volume; scenes annotate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from xscan.synth.scene import Scene, occlusion_level
+from xscan.synth.shapes import LocalShape, place
+
+PC = 0.1  # cm per pixel
+
+
+def test_primitive_path_lengths_at_centre():
+    s = LocalShape(12, 12, PC)
+    s.box("steel", 0, 0, 4, 2, 0.5)
+    s.cylinder("water", 0, 0, 8, 3.0)
+    s.ellipsoid("cotton", 0, 0, 5, 4, 1.5)
+    s.disc("copper", 0, 0, 1.0, 0.2)
+    c = (s.h // 2, s.w // 2)
+    assert s.layers["steel"][c] == pytest.approx(0.5)
+    assert s.layers["water"][c] == pytest.approx(6.0, rel=1e-3)  # chord = 2r
+    assert s.layers["cotton"][c] == pytest.approx(3.0, rel=1e-3)  # 2c
+    assert s.layers["copper"][c] == pytest.approx(0.2)
+    # the cylinder's chord falls off as 2·sqrt(r² - y²)
+    row = c[0] + 20
+    y = (row - s.cy) * PC  # about 2 cm off axis
+    assert s.layers["water"][row, c[1]] == pytest.approx(2 * math.sqrt(9 - y * y), rel=1e-3)
+
+
+def test_volume_kept_by_rotation_and_tilt():
+    s = LocalShape(10, 6, PC)
+    s.box("steel", 0, 0, 8, 3, 0.3)
+    s.polygon("nylon", np.array([[-4, -2.5], [4, -2.5], [0, 2.5]]), 1.0)
+    ref = {k: v.sum() for k, v in s.layers.items()}
+    for angle, tilt in ((0, 0), (33, 0), (90, 40), (217, 60)):
+        p = place(s, (200.3, 150.7), angle, tilt)
+        for k, v in p.layers.items():
+            assert v.sum() == pytest.approx(ref[k], rel=0.03), (k, angle, tilt)
+
+
+def test_tilt_foreshortens_the_outline():
+    s = LocalShape(10, 6, PC)
+    s.box("steel", 0, 0, 8, 4, 0.3)
+    flat = place(s, (100, 100), 0.0, 1e-9).mask()
+    tilted = place(s, (100, 100), 0.0, 60.0).mask()
+    rows_flat = np.flatnonzero(flat.any(1)).size
+    rows_tilted = np.flatnonzero(tilted.any(1)).size
+    assert rows_tilted == pytest.approx(rows_flat * 0.5, abs=3)
+    assert np.flatnonzero(tilted.any(0)).size == np.flatnonzero(flat.any(0)).size
+
+
+def _scene_with_knife_under(cover_mat: str | None):
+    scene = Scene(64, 64, PC)
+    knife = LocalShape(3, 1, PC)
+    knife.box("steel", 0, 0, 2.5, 0.6, 0.2)
+    scene.add(place(knife, (30, 30)), category="knife", is_threat=True)
+    if cover_mat:
+        plate = LocalShape(2, 3, PC)
+        plate.box(cover_mat, 0, 0, 1.6, 2.0, 2.0)  # covers the left part of the knife
+        scene.add(place(plate, (22, 30)))
+    return scene
+
+
+def test_occlusion_counts_dense_material_only():
+    mu = {"steel": 2.0, "cotton": 0.05}
+    clear = _scene_with_knife_under(None).annotate(mu)[0]
+    light = _scene_with_knife_under("cotton").annotate(mu)[0]
+    dense = _scene_with_knife_under("steel").annotate(mu)[0]
+    assert clear.occlusion == 0.0 and clear.occlusion_level == 0
+    assert light.occlusion == 0.0
+    assert 0.45 < dense.occlusion < 0.8
+    assert dense.occlusion_level == occlusion_level(dense.occlusion) >= 2
+
+
+def test_box_is_tight_bounds_of_clipped_mask():
+    scene = Scene(40, 50, PC)
+    s = LocalShape(3, 2, PC)
+    s.box("steel", 0, 0, 3, 2, 0.2)
+    scene.add(place(s, (48, 5)), category="wrench", is_threat=True)  # half outside
+    (obj,) = scene.annotate({"steel": 2.0})
+    rows, cols = np.flatnonzero(obj.mask.any(1)), np.flatnonzero(obj.mask.any(0))
+    assert obj.box == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    assert obj.box[2] <= 50 and obj.box[0] >= 0 and obj.box[1] >= 0
+    assert obj.area == obj.mask.sum()
+
+
+def test_objects_out_of_view_are_dropped():
+    scene = Scene(40, 40, PC)
+    s = LocalShape(1, 1, PC)
+    s.box("steel", 0, 0, 1, 1, 0.2)
+    scene.add(place(s, (80, 80)), category="knife", is_threat=True)
+    scene.add(place(s, (44.2, 20)), category="knife", is_threat=True)  # a sliver in view
+    assert scene.annotate({"steel": 2.0}) == []
