@@ -280,7 +280,7 @@ def render_html(s: RunSummary, info: dict[str, Any], tp: dict[str, float], model
         )
         dets = ", ".join(f"{d['class']} {d['score']:.2f}" for d in rec["detections"][:5])
         tiles.append(f"<div class='tile'>{img}<div class='cap'>{tag} score "
-                     f"<b>{rec['image_score']:.3f}</b> · {e(dets)}<br>"
+                     f"<b>{rec['image_score']:.3f}</b>{' · ' + e(dets) if dets else ''}<br>"
                      f"<span class='mono'>{e(rec['path'])}</span></div></div>")  # fmt: skip
     out.append(f"<h2>{title}</h2><div class='grid'>{''.join(tiles)}</div>")
     out.append("<h2>Failures</h2>")
