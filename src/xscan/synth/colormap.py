@@ -8,9 +8,9 @@ tints of their hue over the white background, thicker ones saturated, very thick
 black where nothing passes. Nothing is painted per object: every pixel's colour follows from its
 two transmissions.
 
-The palette is a table ``COLOR_LUT[z_bin, x_bin] -> RGB``; :func:`colour_to_physics` inverts it
-approximately (nearest table entry in RGB), which threat image projection into false-colour
-scans uses.
+The palette is a table ``color_lut()[z_bin, x_bin] -> RGB``; :func:`colour_to_physics` inverts
+it approximately (the palette colour nearest in RGB, on a 64³ grid of colour cells), which threat
+image projection into false-colour scans uses.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from xscan.synth.scanner import Scanner
-from xscan.synth.zeff import Z_MAX, effective_z
+from xscan.synth.zeff import Z_MAX, line_integrals, remap_bilinear, z_from_line_integrals
 
 # Hue anchors (Z_eff, RGB at full saturation), fitted by eye to real dual-energy baggage scans.
 HUE_ANCHORS = (
@@ -70,41 +70,77 @@ def false_color(
     t_low: np.ndarray, t_high: np.ndarray, scanner: str | Scanner = "baggage"
 ) -> np.ndarray:
     """``(H, W, 3) uint8 RGB`` false-colour image of a transmission pair ``(H, W)`` in (0, 1]."""
-    z = effective_z(t_low, t_high, scanner)
+    if np.shape(t_low) != np.shape(t_high):
+        raise ValueError(f"t_low {np.shape(t_low)} and t_high {np.shape(t_high)} differ in shape")
+    l_low, l_high = line_integrals(t_low, t_high)
+    z = z_from_line_integrals(l_low, l_high, scanner)
     if Z_SMOOTH_SIGMA > 0:
         z = cv2.GaussianBlur(z, (0, 0), Z_SMOOTH_SIGMA, borderType=cv2.BORDER_REPLICATE)
-    tl = np.clip(np.asarray(t_low, np.float32), 1e-6, 1.0)
-    th = np.clip(np.asarray(t_high, np.float32), 1e-6, 1.0)
-    x = -0.5 * (np.log(tl) + np.log(th))
-    return colorize(z, x)
+    l_low += l_high
+    l_low *= np.float32(0.5)
+    return colorize(z, l_low)
 
 
 def colorize(z: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """RGB ``uint8 (..., 3)`` from effective Z and attenuation ``x`` (nearest table entry)."""
-    lut, z_grid, _ = color_lut()
-    zi = np.rint((np.asarray(z, np.float32) - 1.0) * ((N_Z - 1) / (Z_MAX - 1.0)))
-    xi = np.rint(np.sqrt(np.clip(x, 0.0, X_MAX)) * ((N_X - 1) / np.sqrt(X_MAX)))
-    zi = np.clip(zi, 0, N_Z - 1).astype(np.int32)
-    xi = np.clip(xi, 0, N_X - 1).astype(np.int32)
-    return lut.reshape(-1, 3)[zi * N_X + xi]
+    """RGB ``uint8 (..., 3)`` from effective Z and attenuation ``x`` (bilinear in the table)."""
+    lut = color_lut()[0]
+    zi = np.asarray(z, np.float32) - np.float32(1.0)
+    zi *= np.float32((N_Z - 1) / (Z_MAX - 1.0))
+    xi = np.sqrt(np.maximum(np.asarray(x, np.float32), np.float32(0.0)))
+    xi *= np.float32((N_X - 1) / np.sqrt(X_MAX))
+    return remap_bilinear(lut, xi, zi)
 
 
-@lru_cache(maxsize=1)
-def _inverse_table() -> np.ndarray:
-    """For each RGB cell of a 32³ grid: ``(z, x)`` of the nearest palette entry."""
-    lut, z_grid, x_grid = color_lut()
-    sub = lut[::2, ::2].reshape(-1, 3).astype(np.float32)
-    zz, xx = np.meshgrid(z_grid[::2], x_grid[::2], indexing="ij")
-    params = np.stack([zz.ravel(), xx.ravel()], 1).astype(np.float32)
-    centres = (np.arange(32, dtype=np.float32) + 0.5) * 8.0
-    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(-1, 3)
-    out = np.empty((grid.shape[0], 2), np.float32)
-    sub_sq = (sub**2).sum(1)
-    for s in range(0, grid.shape[0], 4096):
-        g = grid[s : s + 4096]
-        d = sub_sq[None, :] - 2.0 * g @ sub.T
-        out[s : s + 4096] = params[np.argmin(d, 1)]
-    return out.reshape(32, 32, 32, 2)
+INV_N = 64  # RGB cells per axis of the inverse table
+
+
+def invert_shading(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, z)`` float32 of the palette colour nearest to each ``(N, 3)`` RGB row.
+
+    A palette colour is ``α·white + β·hue(Z)`` with ``α = v(1 − s)``, ``β = v·s`` (see
+    :func:`shade`), linear in ``(α, β)`` for a given Z; so each candidate Z is a non-negative
+    least-squares fit in RGB, the best Z wins, and ``(s, v)`` give back the attenuation ``x``.
+    """
+    c = np.asarray(rgb, np.float32).reshape(-1, 3)
+    z_cand = np.linspace(1.0, float(Z_MAX), 2 * (Z_MAX - 1) + 1)
+    hues = hue(z_cand)  # (K, 3) float32
+    white = np.full(3, 255.0, np.float32)
+    ww, wc = white @ white, c @ white  # scalar, (N,)
+    hh, wh = (hues**2).sum(1), hues @ white  # (K,)
+    hc = c @ hues.T  # (N, K)
+    det = ww * hh - wh**2
+    alpha = (hh * wc[:, None] - wh * hc) / det
+    beta = (ww * hc - wh * wc[:, None]) / det
+    a_only = np.maximum(wc / ww, 0)[:, None] * np.ones_like(beta)
+    b_only = np.maximum(hc / hh, 0)
+    alpha = np.where(beta < 0, a_only, np.where(alpha < 0, 0.0, alpha))
+    beta = np.where(beta < 0, 0.0, np.where(alpha == 0, b_only, beta))
+    # |c − α·white − β·hue|² without forming the (N, K, 3) fits.
+    resid = alpha * (alpha * ww - 2 * wc[:, None]) + beta * (beta * hh - 2 * hc)
+    resid += 2 * alpha * beta * wh
+    best = np.argmin(resid, 1)
+    idx = np.arange(len(c))
+    a, b = alpha[idx, best], beta[idx, best]
+    v = np.clip(a + b, 1e-6, 1.0)
+    sat = np.clip(b / np.maximum(a + b, 1e-9), 0.0, 0.9999)
+    x_sat = -np.log1p(-sat) * (X_SATURATE / 2.3)
+    x_dark = X_DARKEN - X_DARK_SCALE * np.log(v)
+    x = np.where(v < 0.995, np.maximum(x_dark, x_sat), x_sat)
+    return np.clip(x, 0.0, X_MAX).astype(np.float32), z_cand[best].astype(np.float32)
+
+
+_INVERSE = np.full((INV_N**3, 2), np.nan, np.float32)  # filled lazily, cell by cell
+
+
+def _inverse_cells(cells: np.ndarray) -> np.ndarray:
+    """``(x, z)`` of flat RGB cell indices, computing (once) the cells not seen before."""
+    todo = np.unique(cells[np.isnan(_INVERSE[cells, 0])])
+    if todo.size:
+        step = 256.0 / INV_N
+        centres = np.stack([todo // INV_N**2, (todo // INV_N) % INV_N, todo % INV_N], 1)
+        x, z = invert_shading((centres + 0.5) * step)
+        _INVERSE[todo, 0], _INVERSE[todo, 1] = x, z
+    return _INVERSE[cells]
 
 
 def colour_to_physics(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +152,6 @@ def colour_to_physics(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    inv = _inverse_table()
-    q = (rgb >> 3).astype(np.int32)
-    p = inv[q[..., 0], q[..., 1], q[..., 2]]
-    return p[..., 1].copy(), p[..., 0].copy()
+    q = (rgb // (256 // INV_N)).astype(np.int32)
+    p = _inverse_cells((q[..., 0] * INV_N + q[..., 1]) * INV_N + q[..., 2])
+    return p[..., 0].copy(), p[..., 1].copy()

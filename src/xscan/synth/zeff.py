@@ -27,7 +27,7 @@ from xscan.synth.scanner import Scanner, get_scanner
 
 Z_EMPTY = 1.0
 Z_MAX = 30
-L_EMPTY = (0.01, 0.04)  # −ln T_high: below the first, Z_EMPTY; blended up to the second
+L_EMPTY = (0.005, 0.04)  # −ln T_high: below the first, Z_EMPTY; blended up to the second
 L_OPAQUE = (9.0, 11.0)  # above the second, Z_MAX
 L_TABLE_MAX = 12.0
 N_L, N_R = 96, 256
@@ -35,13 +35,12 @@ N_L, N_R = 96, 256
 
 @dataclass(frozen=True)
 class Calibration:
-    """``table[i, j]``: Z at ``sqrt(L_high) = s0 + i·ds`` and ``R = r0 + j·dr`` (float32).
+    """``table[i, j]``: Z at ``sqrt(L_high) = i·ds`` and ``R = r0 + j·dr`` (float32).
 
     ``r_of_z[k, i]``: R of element Z = k + 1 at the same ``L_high`` grid (used for inversion).
     """
 
     table: np.ndarray
-    s0: float
     ds: float
     r0: float
     dr: float
@@ -58,14 +57,18 @@ def _get(scanner: str | Scanner) -> Calibration:
 
 
 def calibration(scanner: Scanner) -> Calibration:
-    """Build the calibration surface of a scanner from exact polychromatic element slabs."""
+    """Build the calibration surface of a scanner from exact polychromatic element slabs.
+
+    The empty/opaque fades are part of the table (they depend on ``L_high`` only), so a lookup
+    is a single bilinear interpolation.
+    """
     e = scanner.energy_kev
     w = np.stack([scanner.weight_low, scanner.weight_high], 1)
-    s_grid = np.linspace(np.sqrt(L_EMPTY[0]), np.sqrt(L_TABLE_MAX), N_L)
+    s_grid = np.linspace(0.0, np.sqrt(L_TABLE_MAX), N_L)
     l_grid = s_grid**2
     zs = np.arange(1, Z_MAX + 1, dtype=np.float64)
     r_table = np.empty((len(zs), N_L))
-    areal = np.geomspace(1e-4, 1e5, 1200)[:, None]
+    areal = np.geomspace(1e-5, 1e5, 1200)[:, None]
     for i, z in enumerate(zs):
         mu = element_mass_attenuation(int(z), e)
         t = np.exp(-np.minimum(areal * mu, 700.0)) @ w
@@ -81,13 +84,13 @@ def calibration(scanner: Scanner) -> Calibration:
         col = np.maximum.accumulate(col)  # enforce monotone R(Z) (flat where it is not)
         x = r_grid if increasing else -r_grid
         table[j] = np.interp(x, col + np.arange(len(col)) * 1e-9, zs)
+    # Fade to the empty / opaque values where R carries no information.
+    a = np.clip((l_grid - L_EMPTY[0]) / (L_EMPTY[1] - L_EMPTY[0]), 0, 1)[:, None]
+    b = np.clip((l_grid - L_OPAQUE[0]) / (L_OPAQUE[1] - L_OPAQUE[0]), 0, 1)[:, None]
+    table = Z_EMPTY + (table - Z_EMPTY) * a
+    table = (table + (Z_MAX - table) * b).astype(np.float32)
     return Calibration(
-        table,
-        float(s_grid[0]),
-        float(s_grid[1] - s_grid[0]),
-        r0,
-        float(r_grid[1] - r_grid[0]),
-        r_table.astype(np.float32),
+        table, float(s_grid[1]), r0, float(r_grid[1] - r_grid[0]), r_table.astype(np.float32)
     )
 
 
@@ -98,23 +101,27 @@ def effective_z(
 
     ``t_low``/``t_high``: transmissions in (0, 1] (any float dtype; uint16 is read as T×65535).
     """
-    tl = _as_transmission(t_low)
-    th = _as_transmission(t_high)
-    if tl.shape != th.shape:
-        raise ValueError(f"t_low {tl.shape} and t_high {th.shape} differ in shape")
+    if np.shape(t_low) != np.shape(t_high):
+        raise ValueError(f"t_low {np.shape(t_low)} and t_high {np.shape(t_high)} differ in shape")
+    return z_from_line_integrals(*line_integrals(t_low, t_high), scanner)
+
+
+def line_integrals(t_low: np.ndarray, t_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(−ln T_low, −ln T_high)`` float32, transmissions clipped to ``[1e-6, 1]``."""
+    return -np.log(_as_transmission(t_low)), -np.log(_as_transmission(t_high))
+
+
+def z_from_line_integrals(
+    l_low: np.ndarray, l_high: np.ndarray, scanner: str | Scanner = "baggage"
+) -> np.ndarray:
+    """Effective Z ``float32`` from ``−ln T`` of both channels (see :func:`effective_z`)."""
     cal = _get(scanner)
-    l_high = -np.log(th)
-    l_low = -np.log(tl)
-    r = l_low / np.maximum(l_high, 1e-6)
-    u = (np.sqrt(l_high) - np.float32(cal.s0)) * np.float32(1.0 / cal.ds)
-    v = (r - np.float32(cal.r0)) * np.float32(1.0 / cal.dr)
-    z = _remap(cal.table, v, u)
-    # Fade to the empty / opaque values where R carries no information.
-    a = np.clip((l_high - L_EMPTY[0]) / (L_EMPTY[1] - L_EMPTY[0]), 0, 1)
-    b = np.clip((l_high - L_OPAQUE[0]) / (L_OPAQUE[1] - L_OPAQUE[0]), 0, 1)
-    z = Z_EMPTY + (z - Z_EMPTY) * a
-    z = z + (Z_MAX - z) * b
-    return z.astype(np.float32)
+    r = l_low / np.maximum(l_high, np.float32(1e-6))
+    r -= np.float32(cal.r0)
+    r *= np.float32(1.0 / cal.dr)
+    u = np.sqrt(l_high)
+    u *= np.float32(1.0 / cal.ds)
+    return remap_bilinear(cal.table, r, u)
 
 
 def _as_transmission(t: np.ndarray) -> np.ndarray:
@@ -124,44 +131,31 @@ def _as_transmission(t: np.ndarray) -> np.ndarray:
     return np.clip(t.astype(np.float32, copy=False), 1e-6, 1.0)
 
 
-def _remap(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear lookup of ``table`` at column ``x``, row ``y`` (clamped), float32."""
-    x = np.clip(x, 0, table.shape[1] - 1).astype(np.float32, copy=False)
-    y = np.clip(y, 0, table.shape[0] - 1).astype(np.float32, copy=False)
-    out = np.empty(x.shape, np.float32)
-    rows = 16384  # cv2 maps are limited to 32767 px a side
-    for r0 in range(0, x.shape[0], rows):
-        sl = slice(r0, r0 + rows)
+def remap_bilinear(table: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of a 2D table (optionally with channels) at fractional ``(row, col)``.
+
+    ``col``/``row``: float32 arrays of any one shape; outside the table the edge values hold.
+    Returns ``col.shape + table.shape[2:]`` in the table's dtype (``cv2.remap``: fixed-point
+    weights in steps of 1/32 of a cell).
+    """
+    shape = np.shape(col)
+    col = np.asarray(col, np.float32)
+    row = np.asarray(row, np.float32)
+    flat = col.ndim != 2 or col.shape[1] > _MAX_SIDE
+    if flat:  # cv2 maps must be 2D and under 32767 px a side
+        n = col.size
+        pad = (-n) % 1024
+        col = np.pad(col.ravel(), (0, pad)).reshape(-1, 1024)
+        row = np.pad(row.ravel(), (0, pad)).reshape(-1, 1024)
+    out = np.empty(col.shape + table.shape[2:], table.dtype)
+    for r0 in range(0, col.shape[0], _MAX_SIDE):
+        sl = slice(r0, r0 + _MAX_SIDE)
         cv2.remap(
-            table, x[sl], y[sl], cv2.INTER_LINEAR, dst=out[sl], borderMode=cv2.BORDER_REPLICATE
+            table, col[sl], row[sl], cv2.INTER_LINEAR, dst=out[sl], borderMode=cv2.BORDER_REPLICATE
         )
-    return out
+    if flat:
+        out = out.reshape((-1,) + table.shape[2:])[: int(np.prod(shape))]
+    return out.reshape(shape + table.shape[2:])
 
 
-def pair_from_z(
-    z: np.ndarray, x: np.ndarray, scanner: str | Scanner = "baggage"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of the calibration: ``(t_low, t_high)`` float32 of a slab of effective Z ``z``
-    whose mean attenuation ``(−ln T_low − ln T_high)/2`` is ``x`` (arrays of one shape)."""
-    cal = _get(scanner)
-    z = np.clip(np.asarray(z, np.float32), 1.0, float(Z_MAX))
-    x = np.maximum(np.asarray(x, np.float32), 0.0)
-    l_grid = (cal.s0 + cal.ds * np.arange(cal.r_of_z.shape[1])) ** 2
-    k = np.minimum(np.floor(z - 1.0).astype(np.int32), Z_MAX - 2)
-    f = z - 1.0 - k
-    out_high = np.zeros_like(x)
-    out_r = np.ones_like(x)
-    for kk in np.unique(k):
-        sel = k == kk
-        lh = r = 0.0
-        for row, wgt in ((kk, 1.0 - f[sel]), (kk + 1, f[sel])):
-            r_row = cal.r_of_z[row]
-            x_row = l_grid * (1.0 + r_row) / 2.0
-            lh_row = np.interp(x[sel], x_row, l_grid, left=np.nan)
-            lh_row = np.where(np.isnan(lh_row), x[sel] / ((1.0 + r_row[0]) / 2.0), lh_row)
-            lh = lh + wgt * lh_row
-            r = r + wgt * np.interp(lh_row, l_grid, r_row)
-        out_high[sel], out_r[sel] = lh, r
-    t_high = np.exp(-out_high).astype(np.float32)
-    t_low = np.exp(-out_high * out_r).astype(np.float32)
-    return t_low, t_high
+_MAX_SIDE = 16384
