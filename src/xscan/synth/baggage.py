@@ -28,7 +28,7 @@ from xscan.synth.threats import (
     rounded_rect,
 )
 
-CLUTTER_ITEMS = {"low": (5, 9), "medium": (10, 17), "high": (18, 28)}
+CLUTTER_ITEMS = {"low": (6, 10), "medium": (12, 20), "high": (22, 32)}
 # Non-threat classes of the taxonomy that baggage scans annotate.
 BENIGN_ANNOTATED = ("laptop", "phone", "battery", *BAGGAGE_RESTRICTED)
 
@@ -69,75 +69,180 @@ class BagFrame:
 
 # ---- the bag itself -----------------------------------------------------------------------
 def _shell(rng: np.random.Generator, pc: float, L: float, W: float) -> LocalShape:
-    """Suitcase shell in its own frame (length along x), ``L × W`` cm."""
-    shape = LocalShape(L + 14, W + 14, pc)
+    """Suitcase shell in its own frame (length along x), ``L × W`` cm.
+
+    The fan beam projects the bag's top and bottom faces with an offset, so a bag shows two
+    outlines joined at the corners; the side walls, seen edge-on, are the dense lines.
+    """
+    shape = LocalShape(L + 18, W + 18, pc)
     hard = rng.random() < 0.5
     depth = rng.uniform(18, 28)
     face = "polycarbonate" if hard else "nylon"
-    outline = rounded_rect(L, W, rng.uniform(3, 8))
-    shape.polygon(face, outline, rng.uniform(0.4, 0.8) if hard else rng.uniform(0.2, 0.5))
-    shape.band(face, np.vstack([outline, outline[:1]]), 0.25, depth * 0.6)
-    # a second outline where lid and base meet, and the zip running round it
-    inner = rounded_rect(L - 2.0, W - 2.0, 4)
-    shape.band(face, inner, 0.3, depth * 0.25)
-    shape.wire("steel", np.vstack([inner, inner[:1]]) * 0.99, rng.uniform(0.08, 0.15))
-    if hard or rng.random() < 0.5:
-        shape.band("aluminium", rounded_rect(L - 0.8, W - 0.8, 4), 0.2, 2.0)
-    # trolley rails on the back: two aluminium tubes most of the length
-    if rng.random() < 0.85:
-        rail_l = L * rng.uniform(0.75, 0.95)
-        x = -L / 2 + rail_l / 2 + 1
-        off = W * rng.uniform(0.18, 0.3)
-        for y in (-off, off):
-            shape.cylinder("aluminium", x, y, rail_l, 1.1, 0.95)
-            shape.cylinder("aluminium", x, y, rail_l * 0.7, 0.85, 0.72)
-        shape.box("nylon", -L / 2 - 0.5, 0, 3.0, 2 * off + 3, 2.5)
-        shape.box("steel", -L / 2 + 2, 0, 1.0, 2 * off + 2, 0.3)
-        for y in (-off, off):  # wheels at the rail end
-            shape.disc("polyethylene", -L / 2 - 1.5, y + np.sign(y) * 4, 3.5, 4.0)
-            shape.disc("rubber", -L / 2 - 2.5, y + np.sign(y) * 4, 2.8, 2.2)
-            shape.disc("steel", -L / 2 - 2.5, y + np.sign(y) * 4, 0.4, 4.0)
+    r = rng.uniform(3, 8)
+    off = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)]) * [L, W] * rng.uniform(0.02, 0.06)
+    outline = rounded_rect(L, W, r)
+    face_t = rng.uniform(0.12, 0.25) if hard else rng.uniform(0.06, 0.15)
+    for sign in (-0.5, 0.5):
+        o = outline + off * sign
+        shape.polygon(face, o, face_t)
+        shape.band(face, np.vstack([o, o[:1]]), 0.15, depth * 0.25)
+        if hard or rng.random() < 0.5:  # frame profile round the opening
+            shape.band("aluminium", rounded_rect(L - 0.6, W - 0.6, r) + off * sign, 0.2, 1.5)
+    for k in range(0, len(outline), len(outline) // 4):  # walls at the corners, edge-on
+        p = outline[k + len(outline) // 8]
+        shape.wire(face, np.array([p - off / 2, p + off / 2]), 1.0)
+    # where lid and base meet: a seam and the zip running round it
+    inner = rounded_rect(L - 2.0, W - 2.0, r)
+    shape.band(face, inner, 0.15, depth * 0.15)
+    shape.wire("steel", np.vstack([inner, inner[:1]]) * 0.99, rng.uniform(0.1, 0.18))
+    for _ in range(int(rng.integers(1, 4))):  # lining pockets with their zips
+        pw, ph = L * rng.uniform(0.25, 0.6), W * rng.uniform(0.2, 0.5)
+        px, py = rng.uniform(-1, 1) * (L - pw) / 2 * 0.9, rng.uniform(-1, 1) * (W - ph) / 2 * 0.9
+        pocket = rounded_rect(pw, ph, 1.5, px, py)
+        shape.band("nylon", np.vstack([pocket, pocket[:1]]), 0.1, 3.0)
+        shape.wire(
+            "steel",
+            np.array([[px - pw / 2 + 1, py - ph / 2 + 1], [px + pw / 2 - 1, py - ph / 2 + 1]]),
+            0.15,
+        )
+    _trolley(shape, rng, L, W)
     # carry handle on the long side, feet on the other
     shape.polygon("nylon", rounded_rect(12, 2.5, 1.0, 0, -W / 2 - 1.8), 2.5)
+    shape.wire(
+        "steel",
+        np.array(
+            [[-6.0, -W / 2 - 0.5], [-6.0, -W / 2 - 3], [6.0, -W / 2 - 3], [6.0, -W / 2 - 0.5]]
+        ),
+        0.3,
+    )
     for x in (-L / 4, L / 4):
         shape.box("steel", x, -W / 2 - 0.5, 1.2, 1.0, 0.4)
         shape.box("polyethylene", x, W / 2 + 0.8, 3.0, 1.8, 2.0)
-    # inner lining with a few metal parts (clips, frame screws)
-    for _ in range(int(rng.integers(4, 12))):
-        shape.disc(
-            "steel",
-            rng.uniform(-L / 2, L / 2) * 0.95,
-            rng.uniform(-W / 2, W / 2) * 0.95,
-            rng.uniform(0.2, 0.5),
-            0.4,
-        )
+    # lining with metal parts (rivets, clips, strap buckles)
+    for _ in range(int(rng.integers(8, 20))):
+        x, y = rng.uniform(-L / 2, L / 2) * 0.95, rng.uniform(-W / 2, W / 2) * 0.95
+        if rng.random() < 0.6:
+            shape.disc("steel", x, y, rng.uniform(0.2, 0.5), 0.4)
+        else:
+            shape.box("steel", x, y, rng.uniform(1, 4), rng.uniform(0.3, 1.5), 0.2)
     return shape
+
+
+def _trolley(shape: LocalShape, rng: np.random.Generator, L: float, W: float) -> None:
+    """Telescopic handle rails (steel or aluminium tubes) and wheels at one end."""
+    if rng.random() > 0.85:
+        return
+    mat = "steel" if rng.random() < 0.6 else "aluminium"
+    wall = 0.12 if mat == "steel" else 0.2
+    rail_l = L * rng.uniform(0.75, 0.95)
+    x = -L / 2 + rail_l / 2 + 1
+    off = W * rng.uniform(0.18, 0.3)
+    for y in (-off, off):
+        shape.cylinder(mat, x, y, rail_l, 1.1, 1.1 - wall)
+        shape.cylinder(mat, x, y, rail_l * 0.7, 0.85, 0.85 - wall)
+    shape.box("nylon", -L / 2 - 0.5, 0, 3.0, 2 * off + 3, 2.5)
+    shape.box("steel", -L / 2 + 2, 0, 1.0, 2 * off + 2, 0.3)
+    shape.box(mat, L / 2 - 6, 0, 0.8, 2 * off, 0.8)  # cross bar
+    for y in (-off, off):  # wheels at the rail end
+        yw = y + np.sign(y) * 4
+        shape.disc("polyethylene", -L / 2 - 1.5, yw, 3.5, 4.0, inner=2.0)
+        shape.disc("rubber", -L / 2 - 2.5, yw, 2.8, 2.2)
+        shape.disc("steel", -L / 2 - 2.5, yw, 0.5, 4.0)
+        shape.box("steel", -L / 2 + 0.5, yw, 4.0, 0.6, 0.4)
 
 
 # ---- benign clutter -----------------------------------------------------------------------
 def _clothing(rng: np.random.Generator, pc: float) -> LocalShape:
+    """Folded garment: layered textile (bulk density), sometimes buttons, a zip or rivets."""
     w, h = rng.uniform(15, 38), rng.uniform(12, 28)
     shape = LocalShape(w + 4, h + 4, pc)
     mat = "cotton" if rng.random() < 0.75 else "nylon"
-    t = rng.uniform(1.0, 3.0)
+    t = rng.uniform(0.5, 2.0) * (1.0 if mat == "cotton" else 0.3)
     shape.polygon(mat, rounded_rect(w, h, rng.uniform(1, 5)), t)
     for _ in range(int(rng.integers(1, 5))):  # folds and sleeves give layered density
         fw, fh = w * rng.uniform(0.2, 0.8), h * rng.uniform(0.15, 0.6)
-        shape.polygon(
-            mat,
-            rounded_rect(fw, fh, 2, rng.uniform(-w, w) * 0.3, rng.uniform(-h, h) * 0.3),
-            t * rng.uniform(0.4, 1.2),
-        )
-    if rng.random() < 0.3:  # buttons or a zip
+        cx, cy = rng.uniform(-w, w) * 0.3, rng.uniform(-h, h) * 0.3
+        shape.polygon(mat, rounded_rect(fw, fh, 2, cx, cy), t * rng.uniform(0.4, 1.2))
+    extra = rng.random()
+    if extra < 0.25:  # buttons
         n = int(rng.integers(3, 8))
+        mat_b = "polyethylene" if rng.random() < 0.6 else "steel"
         for i in range(n):
-            shape.disc(
-                "polyethylene" if rng.random() < 0.6 else "steel",
-                -w / 4,
-                -h / 2 + (i + 0.5) * h / n,
-                0.5,
-                0.3,
-            )
+            shape.disc(mat_b, -w / 4, -h / 2 + (i + 0.5) * h / n, 0.5, 0.3)
+    elif extra < 0.5:  # a zip with its pull
+        x = rng.uniform(-w, w) * 0.3
+        shape.wire("steel", np.array([[x, -h / 2 + 1], [x, h / 2 - 1]]), 0.3)
+        shape.box("steel", x, -h / 2 + 2, 0.8, 2.0, 0.15)
+    elif extra < 0.65:  # jeans rivets and a button
+        for _ in range(int(rng.integers(3, 7))):
+            shape.disc("copper", rng.uniform(-w, w) * 0.4, rng.uniform(-h, h) * 0.4, 0.35, 0.3)
+    return shape
+
+
+def _belt(rng: np.random.Generator, pc: float) -> LocalShape:
+    L = rng.uniform(20, 35)
+    shape = LocalShape(L + 6, 12, pc)
+    t = np.linspace(0, 1, 12)
+    pts = np.stack([(t - 0.5) * L, 3 * np.sin(t * rng.uniform(2, 6))], 1)
+    shape.wire("leather", pts, 3.5)
+    shape.ring("steel", pts[-1, 0] + 2, pts[-1, 1], 1.8, 0.4)
+    shape.box("steel", pts[-1, 0] + 2, pts[-1, 1], 0.3, 3.6, 0.4)
+    return shape
+
+
+def _pens(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(16, 10, pc)
+    for _ in range(int(rng.integers(1, 5))):
+        y = rng.uniform(-3.5, 3.5)
+        shape.cylinder("polyethylene", 0, y, 14, 0.5, 0.35)
+        shape.cylinder("brass" if rng.random() < 0.5 else "steel", 1.5, y, 10, 0.12)
+        shape.box("steel", -6, y - 0.6, 3, 0.2, 0.2)  # clip
+    return shape
+
+
+def _glasses(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(16, 8, pc)
+    shape.polygon("polyethylene", rounded_rect(16, 6.5, 2), 0.2)  # case
+    for x in (-3.3, 3.3):
+        shape.ellipsoid("polycarbonate", x, 0, 2.6, 2.0, 0.2)
+        shape.ring("steel", x, 0, 2.4, 0.15)
+    shape.wire("steel", np.array([[-6, -1], [-7.5, -1.2]]), 0.2)
+    shape.wire("steel", np.array([[6, -1], [7.5, -1.2]]), 0.2)
+    return shape
+
+
+def _earphones(rng: np.random.Generator, pc: float) -> LocalShape:
+    shape = LocalShape(16, 16, pc)
+    for _ in range(2):
+        n = 14
+        pts = np.cumsum(rng.normal(0, 1.3, (n, 2)), 0)
+        pts -= pts.mean(0)
+        pts = np.clip(pts, -7, 7)
+        shape.wire("pvc", pts, 0.25)
+        shape.wire("copper", pts, 0.05)
+        shape.disc("abs", pts[0, 0], pts[0, 1], 1.0, 1.5)
+        shape.disc("steel", pts[0, 0], pts[0, 1], 0.4, 0.5)  # magnet
+    return shape
+
+
+def _gadget(rng: np.random.Generator, pc: float) -> LocalShape:
+    """Small electronics (shaver, speaker, camera, hair clipper): case, board, cell, motor."""
+    w, h = rng.uniform(4, 9), rng.uniform(8, 16)
+    shape = LocalShape(w + 1, h + 1, pc)
+    shape.polygon("abs", rounded_rect(w, h, 1.0), rng.uniform(0.3, 0.6))
+    shape.box("pcb", 0, -h * 0.2, w * 0.7, h * 0.3, 0.16)
+    shape.box(
+        "li_ion_cell" if rng.random() < 0.5 else "alkaline_cell",
+        0,
+        h * 0.2,
+        w * 0.5,
+        h * 0.35,
+        w * 0.35,
+    )
+    shape.disc("copper", 0, -h * 0.38, w * 0.22, w * 0.3)  # motor / speaker coil
+    shape.disc("steel", 0, -h * 0.38, w * 0.12, w * 0.4)
+    for _ in range(int(rng.integers(2, 6))):
+        shape.disc("steel", rng.uniform(-w, w) * 0.4, rng.uniform(-h, h) * 0.4, 0.2, 0.6)
     return shape
 
 
@@ -316,6 +421,11 @@ def _umbrella(rng: np.random.Generator, pc: float) -> LocalShape:
 
 CLUTTER_BUILDERS = {
     "clothing": (_clothing, 6.0),
+    "belt": (_belt, 0.6),
+    "pens": (_pens, 0.8),
+    "glasses": (_glasses, 0.4),
+    "earphones": (_earphones, 0.8),
+    "gadget": (_gadget, 1.0),
     "shoe": (_shoe, 1.2),
     "book": (_book, 1.0),
     "bottle": (_bottle, 1.0),
@@ -362,9 +472,9 @@ def build_baggage(
         rng.choice([0.0, 90.0]) + rng.normal(0, 12) if rng.random() < 0.8 else rng.uniform(-60, 60)
     )
     a = math.radians(angle)
-    ext_x = abs(L * math.cos(a)) + abs(Wd * math.sin(a)) + 10
-    ext_y = abs(L * math.sin(a)) + abs(Wd * math.cos(a)) + 10
-    pc = max(ext_x / (W * rng.uniform(0.85, 1.0)), ext_y / (H * rng.uniform(0.85, 1.0)))
+    ext_x = abs(L * math.cos(a)) + abs(Wd * math.sin(a)) + 8
+    ext_y = abs(L * math.sin(a)) + abs(Wd * math.cos(a)) + 8
+    pc = max(ext_x / (W * rng.uniform(0.9, 1.0)), ext_y / (H * rng.uniform(0.9, 1.0)))
     cx = W / 2 + rng.uniform(-0.04, 0.04) * W
     cy = H / 2 + rng.uniform(-0.04, 0.04) * H
     scene = Scene(H, W, pc)

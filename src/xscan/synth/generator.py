@@ -143,6 +143,7 @@ def generate_scan(
             break
     renderer = get_renderer(kind)
     t_low, t_high = renderer.transmission(scene.path_lengths(), rng, noise=opts.noise)
+    scene.release()
     rgb = false_color(t_low, t_high, kind)
     return Scan(rgb, t_low, t_high, objects, has_threat, kind, int(seed), scene.pixel_cm)
 

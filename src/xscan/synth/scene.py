@@ -25,6 +25,22 @@ OCCLUSION_LEVELS = (0.1, 0.35, 0.7)
 MIN_AREA_PX = 24
 
 
+# Recycled full-size maps: allocating fresh ~1-8 MB arrays per material per scan costs more in
+# page faults than the drawing itself. Scenes take zeroed buffers from here and give them back
+# in :meth:`Scene.release`.
+_POOL: dict[tuple[int, int], list[np.ndarray]] = {}
+_POOL_MAX = 64
+
+
+def _zeros(shape: tuple[int, int]) -> np.ndarray:
+    free = _POOL.get(shape)
+    if free:
+        buf = free.pop()
+        buf.fill(0)
+        return buf
+    return np.zeros(shape, np.float32)
+
+
 def occlusion_level(occlusion: float) -> int:
     """0–3 from an occlusion fraction in [0, 1] (thresholds ``OCCLUSION_LEVELS``)."""
     return int(sum(occlusion >= t for t in OCCLUSION_LEVELS))
@@ -73,7 +89,7 @@ class Scene:
             for name, arr in placed.layers.items():
                 dst = self.maps.get(name)
                 if dst is None:
-                    dst = np.zeros((self.height, self.width), np.float32)
+                    dst = _zeros((self.height, self.width))
                     self.maps[name] = dst
                 dst[ys, xs] += arr[py, px]
         self.entries.append(_Entry(placed, category, is_threat))
@@ -83,9 +99,18 @@ class Scene:
         """Add a full-size ``(H, W)`` path-length map (walls, uniform layers)."""
         dst = self.maps.get(material)
         if dst is None:
-            self.maps[material] = arr.astype(np.float32, copy=True)
-        else:
-            dst += arr
+            dst = _zeros((self.height, self.width))
+            self.maps[material] = dst
+        dst += arr
+
+    def release(self) -> None:
+        """Give the maps back for reuse by later scenes; the scene is empty afterwards."""
+        free = _POOL.setdefault((self.height, self.width), [])
+        for arr in self.maps.values():
+            if len(free) < _POOL_MAX:
+                free.append(arr)
+        self.maps = {}
+        self.entries = []
 
     def _clip(self, p: Placed):
         y0, x0 = max(p.y0, 0), max(p.x0, 0)

@@ -161,7 +161,9 @@ def _blade_outline(kind: str, L: float, W: float) -> np.ndarray:
     spine = np.full_like(x, -W / 2)
     edge = W / 2 - W * np.clip((x - 0.6) / 0.4, 0, 1) ** 2
     if kind == "clip_point":
-        spine = np.where(x > 0.65, -W / 2 + W * 0.9 * ((x - 0.65) / 0.35) ** 1.3, spine)
+        spine = np.where(
+            x > 0.65, -W / 2 + W * 0.9 * (np.clip(x - 0.65, 0, None) / 0.35) ** 1.3, spine
+        )
     elif kind == "drop_point":
         spine = -W / 2 + W * np.clip((x - 0.7) / 0.3, 0, 1) ** 2 * 0.9
     elif kind == "tanto":
