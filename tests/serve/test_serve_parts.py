@@ -182,6 +182,29 @@ def test_batcher_groups_up_to_max_batch_and_audits_before_answering(tmp_path):
     assert [r["decision"] for r in records] == ["clear", "clear", "alarm", "alarm", "alarm"]
 
 
+def test_batcher_waits_for_company_only_while_requests_are_being_decoded():
+    model = FakeModel()
+    served = _served(model)
+    b = MicroBatcher(8, max_delay_s=30.0, queue_size=16, metrics=ServiceMetrics())
+    b.start()
+    lone = _item(served)
+    b.submit(lone)
+    assert lone.future.result(10).batch_size == 1  # nobody else coming: no 30 s wait
+    b.begin_prepare()
+    b.begin_prepare()
+    first = _item(served)
+    b.submit(first)
+    b.end_prepare()
+    time.sleep(0.2)
+    assert not first.future.done()  # one more request is still being decoded
+    second = _item(served)
+    b.submit(second)
+    b.end_prepare()
+    assert first.future.result(10).batch_size == 2
+    b.stop()
+    assert model.batches == [1, 2]
+
+
 def test_batcher_never_mixes_models_and_skips_cancelled_items():
     old, new = FakeModel(), FakeModel()
     s_old, s_new = _served(old, 1), _served(new, 2)

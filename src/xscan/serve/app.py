@@ -261,24 +261,27 @@ async def inspect(request: Request) -> Response:
         if batcher.full:  # shed load before reading the body
             state.metrics.rejected.labels("queue_full").inc()
             raise ApiError(503, "overloaded", "inference queue is full", {"Retry-After": "1"})
-        data, lane, scan = await _read_inspection(request)
-        t_read = time.perf_counter()
-        tensor, info, image, facts = await _prepare(state, data, served, rid)
-        t_prep = time.perf_counter()
-        meta = {
-            "request_id": rid,
-            "lane_id": lane,
-            "scan_id": scan,
-            "input_sha256": facts["sha256"],
-        }
-        item = InspectItem(served, tensor, info, meta, t_arrival, image=image)
+        batcher.begin_prepare()
         try:
+            data, lane, scan = await _read_inspection(request)
+            t_read = time.perf_counter()
+            tensor, info, image, facts = await _prepare(state, data, served, rid)
+            t_prep = time.perf_counter()
+            meta = {
+                "request_id": rid,
+                "lane_id": lane,
+                "scan_id": scan,
+                "input_sha256": facts["sha256"],
+            }
+            item = InspectItem(served, tensor, info, meta, t_arrival, image=image)
             batcher.submit(item)
         except QueueFull as e:
             state.metrics.rejected.labels("queue_full").inc()
             raise ApiError(503, "overloaded", str(e), {"Retry-After": "1"}) from e
         except BatcherStopped as e:
             raise ApiError(503, "shutting_down", str(e), {"Retry-After": "5"}) from e
+        finally:
+            batcher.end_prepare()
         try:
             result = await _await_decision(state, item, deadline)
         except AuditError as e:

@@ -100,6 +100,7 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._preparing = 0
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
@@ -121,6 +122,17 @@ class MicroBatcher:
     @property
     def full(self) -> bool:
         return len(self._queue) >= self.queue_size
+
+    def begin_prepare(self) -> None:
+        """A request is being read and decoded and will probably be submitted soon."""
+        with self._cond:
+            self._preparing += 1
+
+    def end_prepare(self) -> None:
+        """That request was submitted or failed: call once per :meth:`begin_prepare`."""
+        with self._cond:
+            self._preparing -= 1
+            self._cond.notify()
 
     def submit(self, item: InspectItem) -> Future:
         """Queue ``item``; raises :class:`QueueFull` or :class:`BatcherStopped`."""
@@ -145,7 +157,9 @@ class MicroBatcher:
                 self._cond.wait()
             first = self._queue[0]
             due = first.t_enqueued + self.max_delay_s
-            while len(self._queue) < self.max_batch and not self._stopping:
+            # Wait for more only while requests are still being decoded: waiting when none
+            # are on the way would add latency and gain nothing (one client, or idle lanes).
+            while len(self._queue) < self.max_batch and self._preparing > 0 and not self._stopping:
                 remaining = due - time.perf_counter()
                 if remaining <= 0:
                     break
