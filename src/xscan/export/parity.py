@@ -59,43 +59,39 @@ class ParityReport:
 
 
 def synthetic_scans(spec: ModelSpec, n: int = 8, seed: int = 0) -> list[np.ndarray]:
-    """``n`` seeded scan-like images in the spec's modality, of varied sizes.
+    """``n`` seeded scans in the spec's modality, of varied sizes around the input size.
 
-    Uses the synthetic scan generator when it is installed; otherwise draws bright bags with
-    dark, dense objects (enough structure for a detector to fire on).
+    Generated threat-carrying baggage scans (:func:`xscan.synth.generator.generate_scan`)
+    when the generator is available; otherwise drawn bright bags with dark, dense objects.
     """
-    try:
-        from xscan.synth.generator import generate_scan  # type: ignore[import-not-found]
-    except ImportError:
-        generate_scan = None
-    if generate_scan is not None:
-        try:
-            return [_scan_from_generator(generate_scan, spec, seed + i) for i in range(n)]
-        except TypeError:
-            pass  # an older generator signature: fall back to the drawn scans
     rng = np.random.default_rng(seed)
-    return [_drawn_scan(spec, rng) for _ in range(n)]
-
-
-def _scan_from_generator(generate_scan, spec: ModelSpec, seed: int) -> np.ndarray:
-    scan = generate_scan(seed=seed)
-    if spec.modality == "raw_dual":
-        raw = getattr(scan, "raw", None)
-        if raw is None and isinstance(scan, dict):
-            raw = scan.get("raw")
-        return np.asarray(raw, np.float32)[..., :2]
-    image = getattr(scan, "image", None)
-    if image is None and isinstance(scan, dict):
-        image = scan.get("image")
-    if image is None:
-        raise TypeError("generate_scan returned no image")
-    return np.asarray(image)
-
-
-def _drawn_scan(spec: ModelSpec, rng: np.random.Generator) -> np.ndarray:
     h, w = spec.input_size
-    hh = int(h * rng.uniform(0.7, 1.6))
-    ww = int(w * rng.uniform(0.7, 1.6))
+    sizes = [(int(h * rng.uniform(0.8, 1.5)), int(w * rng.uniform(0.8, 1.5))) for _ in range(n)]
+    try:
+        from xscan.synth.generator import SynthOptions, generate_scan
+
+        opts = SynthOptions(with_threat=True)
+        return [
+            scan_in_modality(generate_scan("baggage", hw, seed + i, opts), spec.modality)
+            for i, hw in enumerate(sizes)
+        ]
+    except ImportError:
+        return [_drawn_scan(spec, hw, rng) for hw in sizes]
+
+
+def scan_in_modality(scan, modality: str) -> np.ndarray:
+    """A generated :class:`~xscan.synth.generator.Scan` as the runtime would read it from
+    disk: false colour ``(H, W, 3) uint8``, gray ``(H, W) uint16`` (high-energy
+    transmission), raw dual ``(H, W, 2) float32``."""
+    if modality == "raw_dual":
+        return np.stack([scan.t_low, scan.t_high], axis=-1).astype(np.float32)
+    if modality == "gray":
+        return np.clip(np.rint(scan.t_high * 65535.0), 0, 65535).astype(np.uint16)
+    return np.asarray(scan.rgb, np.uint8)
+
+
+def _drawn_scan(spec: ModelSpec, size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    hh, ww = size_hw
     img = np.full((hh, ww, 3), 0.92, np.float32) + rng.normal(0, 0.02, (hh, ww, 3))
     for _ in range(int(rng.integers(2, 7))):
         x0, y0 = int(rng.integers(0, ww - 8)), int(rng.integers(0, hh - 8))
@@ -270,3 +266,39 @@ def check_parity(
         compare_detections(spec, ref, got, report, box_atol, score_atol)
     report.ok = not report.problems
     return report
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+def detection_agreement(
+    spec: ModelSpec,
+    ref: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    iou: float = 0.9,
+    score_atol: float = 0.02,
+) -> tuple[float, int]:
+    """For reduced precision (FP16): the fraction of reference detections (score >=
+    ``spec.score_threshold``) that the other model reports too (same class, IoU >= ``iou``,
+    score within ``score_atol``), counted both ways; and the number compared. Detections
+    within ``score_atol`` of the threshold are not counted (they may fall either side)."""
+    thr = spec.score_threshold
+    agree = total = 0
+    for a, b in ((ref, got), (got, ref)):
+        for i in range(len(a["num_dets"])):
+            ab, as_, ac = _final(spec, a, i)
+            bb, bs, bc = _final(spec, b, i)
+            for box, s, c in zip(ab, as_, ac, strict=True):
+                if abs(s - thr) <= score_atol:
+                    continue
+                total += 1
+                ok = (bc == c) & (np.abs(bs - s) <= score_atol)
+                agree += bool(ok.any() and (_iou(box, bb[ok]) >= iou).any())
+    return (agree / total if total else 1.0), total

@@ -1,0 +1,183 @@
+"""The INT8 accuracy gate: AP50 of the quantised model against the FP32 model on the same
+labelled scans, both run through the runtime exactly as deployed.
+
+The labelled set is an ``xscan synth`` folder (``annotations.json`` in COCO form, layout in
+docs/architecture.md), given with ``--gate-data`` or generated with a fixed seed. Objects of
+classes the model does not know are left out of the ground truth. Besides AP50 the report
+gives the bag-level detection rate (threat scans that alarm) and false-alarm rate (benign
+scans that alarm) at the model's default operating point.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xscan.imageio import read_image, read_raw_pair
+from xscan.spec import ModelSpec
+
+
+class GateError(ValueError):
+    """A quantised model lost too much accuracy; the message gives the numbers."""
+
+
+@dataclass
+class LabelledScan:
+    image: np.ndarray
+    boxes: np.ndarray  # (N, 4) float32 xyxy original pixels
+    labels: np.ndarray  # (N,) int64 indices into spec.class_names
+    has_threat: bool
+
+
+@dataclass
+class GateReport:
+    n_images: int
+    n_objects: int
+    ap50_fp32: float
+    ap50_int8: float
+    drop: float
+    max_drop: float
+    detection_rate_fp32: float | None
+    detection_rate_int8: float | None
+    far_fp32: float | None
+    far_int8: float | None
+    data: str
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"AP50 fp32 {100 * self.ap50_fp32:.2f} vs int8 {100 * self.ap50_int8:.2f} "
+            f"(drop {100 * self.drop:.2f} points, allowed {100 * self.max_drop:.2f}) on "
+            f"{self.n_images} scans / {self.n_objects} objects from {self.data}"
+        )
+
+
+def load_labelled(
+    folder: str | Path, spec: ModelSpec, limit: int | None = None
+) -> list[LabelledScan]:
+    """Scans and boxes of an ``xscan synth`` folder, read as the runtime reads them."""
+    folder = Path(folder)
+    ann_path = folder / "annotations.json"
+    if not ann_path.is_file():
+        raise FileNotFoundError(f"{ann_path}: gate data needs an xscan synth folder (COCO JSON)")
+    coco = json.loads(ann_path.read_text())
+    cat_to_class = {
+        c["id"]: spec.class_names.index(c["name"])
+        for c in coco.get("categories", [])
+        if c["name"] in spec.class_names
+    }
+    if not cat_to_class:
+        raise ValueError(
+            f"{ann_path}: none of its categories is a class of the model {list(spec.class_names)}"
+        )
+    per_image: dict[int, list[dict]] = {}
+    for a in coco.get("annotations", []):
+        if a["category_id"] in cat_to_class and not a.get("iscrowd", 0):
+            per_image.setdefault(a["image_id"], []).append(a)
+    scans = []
+    for im in coco["images"][:limit]:
+        anns = per_image.get(im["id"], [])
+        boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = np.array([cat_to_class[a["category_id"]] for a in anns], np.int64)
+        scans.append(LabelledScan(_read(folder, im, spec), boxes, labels, bool(len(anns))))
+    return scans
+
+
+def _read(folder: Path, im: dict, spec: ModelSpec) -> np.ndarray:
+    if spec.modality == "raw_dual":
+        return read_raw_pair(folder / im["raw_low"], folder / im["raw_high"])
+    if spec.modality == "gray" and im.get("raw_high"):
+        return read_image(folder / im["raw_high"])
+    return read_image(folder / "images" / im["file_name"])
+
+
+def generate_gate_data(
+    out: str | Path, size_hw: tuple[int, int], n: int = 96, seed: int = 2024
+) -> Path:
+    """Write a seeded synthetic baggage set (half threat scans) for the gate."""
+    from xscan.synth.generator import SynthOptions, write_dataset
+
+    write_dataset(
+        out, "baggage", n, size_hw, seed, workers=2, options=SynthOptions(threat_fraction=0.5)
+    )
+    return Path(out)
+
+
+def evaluate(model, scans: list[LabelledScan]) -> tuple[float, float | None, float | None]:
+    """``(AP50, detection rate, false-alarm rate)`` of a runtime model on ``scans``."""
+    from xscan.metrics.detection import coco_metrics
+
+    gts, preds, alarms = [], [], []
+    for i, s in enumerate(scans):
+        p = model.predict(s.image)
+        h, w = s.image.shape[:2]
+        gts.append({"image_id": i, "boxes": s.boxes, "labels": s.labels, "height": h, "width": w})
+        preds.append({"image_id": i, "boxes": p.boxes, "scores": p.scores, "labels": p.classes})
+        alarms.append(p.alarm)
+    ap50 = float(coco_metrics(gts, preds, model.spec.class_names)["AP50"])
+    alarms_a = np.array(alarms, bool)
+    threat = np.array([s.has_threat for s in scans], bool)
+    dr = float(alarms_a[threat].mean()) if threat.any() else None
+    far = float(alarms_a[~threat].mean()) if (~threat).any() else None
+    return (0.0 if np.isnan(ap50) else ap50), dr, far
+
+
+def int8_gate(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    max_drop: float,
+    data: str | Path | None = None,
+    size_hw: tuple[int, int] | None = None,
+    n_generated: int = 96,
+    threads: int | None = None,
+) -> GateReport:
+    """Compare AP50 of ``int8_path`` with ``fp32_path``; ``passed`` is ``drop <= max_drop``.
+
+    ``data``: an ``xscan synth`` folder; ``None`` generates ``n_generated`` scans of
+    ``size_hw`` (default: 1.5x the input size) with a fixed seed.
+    """
+    from xscan.runtime import load_model
+
+    fp32 = load_model(fp32_path, threads=threads)
+    int8 = load_model(int8_path, threads=threads)
+    if fp32.spec.task != "detect":
+        raise ValueError(
+            f"{fp32_path}: the INT8 gate measures detection AP50; task is {fp32.spec.task!r}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            h, w = size_hw or tuple(int(1.5 * s) for s in fp32.spec.input_size)
+            data_dir = generate_gate_data(Path(tmp) / "gate", (h, w), n_generated)
+            label = f"{n_generated} generated baggage scans {w}x{h} (seed 2024)"
+        else:
+            data_dir, label = Path(data), str(data)
+        scans = load_labelled(data_dir, fp32.spec)
+    n_obj = int(sum(len(s.labels) for s in scans))
+    if n_obj == 0:
+        raise ValueError(f"{label}: no labelled objects of the model's classes to measure AP50 on")
+    ap_f, dr_f, far_f = evaluate(fp32, scans)
+    ap_q, dr_q, far_q = evaluate(int8, scans)
+    drop = ap_f - ap_q
+    return GateReport(
+        n_images=len(scans),
+        n_objects=n_obj,
+        ap50_fp32=ap_f,
+        ap50_int8=ap_q,
+        drop=drop,
+        max_drop=max_drop,
+        detection_rate_fp32=dr_f,
+        detection_rate_int8=dr_q,
+        far_fp32=far_f,
+        far_int8=far_q,
+        data=label,
+        passed=bool(drop <= max_drop),
+    )
