@@ -88,6 +88,10 @@ class CenterNet(nn.Module):
         strides = tuple(s for s in (4, 8, 16, 32) if s >= head_stride)
         self.backbone = build_backbone(backbone, in_channels, strides, width_mult)
         self.fpn = FeaturePyramidNetwork(self.backbone.out_channels, fpn_channels)
+        # Only the finest level feeds the head: the 3x3 output convs of the coarser levels
+        # would be computed for nothing (and leave DDP with parameters that get no gradient).
+        for i in range(1, len(self.fpn.layer_blocks)):
+            self.fpn.layer_blocks[i] = nn.Identity()
         self.head = CenterNetHead(fpn_channels, num_classes, head_channels, head_depth, head_stride)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))

@@ -244,7 +244,7 @@ def main(cfg: ExperimentConfig) -> Path:
             {
                 "score_normalization": norm,
                 "operating_points": [p.__dict__ for p in points],
-                "benign_raw_scores": [round(float(v), 6) for v in raw],
+                "benign_raw_scores": [float(v) for v in raw],
                 "fit": fit,
             },
             indent=2,

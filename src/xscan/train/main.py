@@ -1,0 +1,380 @@
+"""``main(cfg)``: the wiring of a detector training run.
+
+Outputs in the run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
+``tb/`` (TensorBoard), ``last.pt`` and ``best.pt`` (EMA weights under ``model``, raw weights
+under ``model_raw``), and, at the end, operating points calibrated on the validation set's
+benign scans stored in ``best.pt``'s spec.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xscan.config import ExperimentConfig, save_resolved
+from xscan.metrics.alarm import operating_points
+from xscan.metrics.detection import json_safe
+from xscan.models import build_model
+from xscan.models.centernet_loss import build_criterion
+from xscan.train import distributed as D
+from xscan.train.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from xscan.train.ema import ModelEMA
+from xscan.train.engine import StepContext, evaluate, summary, train_one_epoch
+from xscan.train.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
+    """Training and validation datasets from ``cfg.data`` (``xscan.data.mixture``)."""
+    from xscan.data.mixture import build_dataset
+
+    if not cfg.data.train:
+        raise ValueError(f"{cfg.source}: data.train: at least one source is needed to train")
+    train = build_dataset(
+        cfg.data.train,
+        cfg.model,
+        train=True,
+        samples_per_epoch=cfg.data.samples_per_epoch,
+        seed=cfg.seed,
+        augment=cfg.data.augment,
+    )
+    val = None
+    if cfg.data.val:
+        val = build_dataset(
+            cfg.data.val,
+            cfg.model,
+            train=False,
+            samples_per_epoch=None,
+            seed=cfg.seed + 1,
+            augment={},
+        )
+    return train, val
+
+
+def _collate():
+    from xscan.data.torch_dataset import collate_detections
+
+    return collate_detections
+
+
+def make_loader(
+    ds: Dataset, cfg: ExperimentConfig, info: D.DistInfo, train: bool, collate=None
+) -> DataLoader:
+    collate = collate or _collate()
+    sampler = None
+    generator = torch.Generator()
+    if info.enabled and train:
+        sampler = torch.utils.data.DistributedSampler(
+            ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+        )
+    return DataLoader(
+        ds,
+        batch_size=cfg.train.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate,
+        drop_last=train,
+        generator=generator,
+        persistent_workers=False,
+        pin_memory=info.device.type == "cuda",
+    )
+
+
+def _precision(cfg: ExperimentConfig, device: torch.device):
+    """(autocast dtype, GradScaler) for the device and config."""
+    if device.type == "cuda" and cfg.train.amp:
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, None
+        return torch.float16, torch.amp.GradScaler("cuda")
+    if device.type == "cpu" and cfg.train.bf16_cpu:
+        return torch.bfloat16, None
+    return None, None
+
+
+def load_init_weights(model: torch.nn.Module, path: str) -> None:
+    """Load local weights (a checkpoint or a bare state dict); backbone-only files are fine."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"train.init_weights: {p} not found")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"train.init_weights: {p} has no tensor matching this model's names")
+    model.load_state_dict({**own, **usable})
+    log.info("init_weights: loaded %d/%d tensors from %s", len(usable), len(own), p)
+
+
+class Run:
+    """State of one training run (kept together so functions stay short)."""
+
+    def __init__(self, cfg: ExperimentConfig, info: D.DistInfo, out: Path):
+        self.cfg, self.info, self.out = cfg, info, out
+        self.spec = cfg.model
+        seed_everything(cfg.seed)
+        self.model = build_model(self.spec)
+        if cfg.train.init_weights:
+            load_init_weights(self.model, cfg.train.init_weights)
+        if info.enabled and info.device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(info.device)
+        self.criterion = build_criterion(self.model)
+        self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
+        self.ema = (
+            ModelEMA(self.model, cfg.train.ema_decay, float(cfg.train.extra.get("ema_tau", 500)))
+            if cfg.train.ema
+            else None
+        )
+        self.train_model = self.model
+        if info.enabled:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, ids)
+        self.start_epoch = 0
+        self.best = -1.0
+        self.history: list[dict[str, Any]] = []
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def payload(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": self.eval_model().state_dict(),
+            "model_raw": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "best_metric": self.best,
+            "metrics": json_safe(metrics),
+            "spec": self.spec,
+            "config": self.cfg.to_dict(),
+        }
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model_raw"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best = float(ckpt.get("best_metric", -1.0))
+        log.info("resumed from %s after epoch %d", path, self.start_epoch)
+
+
+def main(
+    cfg: ExperimentConfig,
+    *,
+    resume: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    datasets: tuple[Dataset, Dataset | None] | None = None,
+    collate=None,
+) -> dict[str, Any]:
+    """Train ``cfg``; returns the final summary (also written to ``summary.json``).
+
+    ``datasets`` (train, val) replaces the datasets built from ``cfg.data`` (for tests and
+    notebooks); ``collate`` their collate function.
+    """
+    if cfg.model.task != "detect":
+        raise ValueError(f"{cfg.source}: model.task is {cfg.model.task!r}; this trains detectors")
+    info = D.init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, info, Path(out_dir or cfg.train.out_dir), resume, datasets, collate)
+    finally:
+        D.cleanup(info)
+
+
+def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, out / "config.yaml")
+    train_set, val_set = datasets if datasets is not None else build_datasets(cfg)
+    train_loader = make_loader(train_set, cfg, info, True, collate)
+    val_loader = make_loader(val_set, cfg, info, False, collate) if val_set is not None else None
+    run = Run(cfg, info, out)
+    steps = len(train_loader)
+    if steps == 0:
+        raise ValueError(f"{cfg.source}: data: fewer training samples than one batch")
+    run.scheduler = build_scheduler(
+        run.optimizer,
+        steps * cfg.train.epochs,
+        int(round(cfg.train.warmup_epochs * steps)),
+        float(cfg.train.extra.get("min_lr_factor", 0.05)),
+    )
+    if resume:
+        run.resume(resume)
+    amp_dtype, scaler = _precision(cfg, info.device)
+    deadline = (
+        time.monotonic() + cfg.train.time_limit_min * 60 if cfg.train.time_limit_min else None
+    )
+    ctx = StepContext(
+        info.device,
+        amp_dtype,
+        scaler,
+        cfg.train.grad_clip,
+        run.ema,
+        deadline,
+        cfg.train.log_every,
+        progress=info.is_main and sys.stderr.isatty(),
+    )
+    writer = _tensorboard(out) if info.is_main else None
+    totals = {"images": 0, "seconds": 0.0, "data_seconds": 0.0}
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        _seed_epoch(cfg.seed, epoch, train_loader)
+        stats = train_one_epoch(
+            run.train_model, run.criterion, train_loader, run.optimizer, run.scheduler, ctx, epoch
+        )
+        totals["images"] += stats["images"] * info.world_size
+        totals["seconds"] += stats["seconds"]
+        totals["data_seconds"] += stats["data_wait_share"] * stats["seconds"]
+        last = epoch + 1 == cfg.train.epochs or stats["stopped_early"]
+        metrics = {}
+        if (
+            info.is_main
+            and val_loader is not None
+            and (last or (epoch + 1) % cfg.train.eval_every == 0)
+        ):
+            metrics = evaluate(
+                run.eval_model(), val_loader, run.spec, info.device, cfg.eval.far_targets
+            )
+        _end_epoch(run, epoch, stats, metrics, writer)
+        D.barrier(info)
+        if stats["stopped_early"]:
+            log.warning(
+                "train.time_limit_min (%.1f) reached during epoch %d; stopping",
+                cfg.train.time_limit_min,
+                epoch,
+            )
+            break
+    if writer is not None:
+        writer.close()
+    result = {}
+    if info.is_main:
+        result = _finish(run, totals, val_loader)
+    D.barrier(info)
+    return result
+
+
+def _seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
+    """Per-epoch seeds make an interrupted run resume to the same result."""
+    seed_everything(seed * 1000 + epoch)
+    loader.generator.manual_seed(seed * 1000 + epoch)
+    if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        log.warning("tensorboard not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _end_epoch(run: Run, epoch: int, stats: dict, metrics: dict, writer) -> None:
+    if not run.info.is_main:
+        return
+    flat = summary(metrics) if metrics else {}
+    row = {"epoch": epoch + 1, **{k: v for k, v in stats.items()}, **flat}
+    run.history.append(row)
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(json_safe(row)) + "\n")
+    if writer is not None:
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+                writer.add_scalar(k if k in flat else f"train/{k}", v, epoch + 1)
+    key = flat.get("AP50", flat.get("auroc", float("nan")))
+    payload = run.payload(epoch + 1, {k: v for k, v in metrics.items() if k != "records"})
+    save_checkpoint(run.out / "last.pt", **payload)
+    if not metrics or (np.isfinite(key) and key > run.best) or not (run.out / "best.pt").exists():
+        if metrics and np.isfinite(key):
+            run.best = float(key)
+            payload["best_metric"] = run.best
+        save_checkpoint(run.out / "best.pt", **payload)
+    log.info(
+        "epoch %d: %s",
+        epoch + 1,
+        ", ".join(
+            f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k not in ("lr",)
+        ),
+    )
+
+
+def calibrate_spec(spec, metrics: dict[str, Any], far_targets, default_far: float, source: str):
+    """``spec`` with operating points calibrated on the benign scans in ``metrics``'s records
+    and a metric summary in ``spec.info["metrics"]``."""
+    from xscan.metrics.alarm import far_name
+
+    gts, _ = metrics["records"]
+    scores = np.array([g["image_score"] for g in gts])
+    threat = np.array([g["is_threat"] for g in gts], bool)
+    if not (~threat).any():
+        raise ValueError(f"{source}: no benign scans to calibrate false-alarm thresholds on")
+    points = operating_points(scores[~threat], far_targets, scores[threat], source=source)
+    names = [p.name for p in points]
+    default = far_name(default_far)
+    info = {**spec.info, "metrics": json_safe(summary(metrics))}
+    return spec.replace(info=info).with_operating_points(
+        points, default=default if default in names else None
+    )
+
+
+def _finish(run: Run, totals: dict[str, float], val_loader) -> dict[str, Any]:
+    cfg, out = run.cfg, run.out
+    best = load_checkpoint(out / "best.pt")
+    model = build_model(best["spec"])
+    model.load_state_dict(best["model"])
+    model.to(run.info.device)
+    result: dict[str, Any] = {
+        "images": int(totals["images"]),
+        "train_seconds": round(totals["seconds"], 1),
+        "images_per_s": totals["images"] / max(totals["seconds"], 1e-9),
+        "data_wait_share": totals["data_seconds"] / max(totals["seconds"], 1e-9),
+        "epochs": len(run.history),
+        "best_epoch": int(best["epoch"]),
+    }
+    spec = best["spec"]
+    if val_loader is not None:
+        metrics = evaluate(model, val_loader, spec, run.info.device, cfg.eval.far_targets)
+        spec = calibrate_spec(
+            spec,
+            metrics,
+            cfg.eval.far_targets,
+            cfg.eval.default_far,
+            source="validation benign scans",
+        )
+        result["val"] = json_safe(summary(metrics))
+        result["operating_points"] = {p.name: p.threshold for p in spec.operating_points}
+    else:
+        log.warning("no data.val: best.pt has no calibrated operating points")
+    spec = spec.replace(
+        weights_sha256=weights_sha256(best["model"]),
+        info={**spec.info, "config": cfg.name, "training": json_safe(result)},
+    )
+    best["spec"] = spec
+    save_checkpoint(out / "best.pt", **best)
+    (out / "summary.json").write_text(json.dumps(json_safe(result), indent=2))
+    log.info("done: %s", json.dumps(json_safe(result)))
+    return result
