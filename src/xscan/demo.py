@@ -20,6 +20,7 @@ a 2-core CPU; ``--quick`` shrinks everything for the tests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -184,9 +185,11 @@ class Demo:
 
 
 def train_data_overrides(data: Path) -> list[str]:
-    """``--set`` overrides pointing the detector config at the demo's synthetic scans."""
-    return ["--set", f"data.train=[{{kind: synth, path: {data / 'train'}}}]",
-            "--set", f"data.val=[{{kind: synth, path: {data / 'test'}}}]"]  # fmt: skip
+    """``--set`` overrides pointing the detector config at the demo's synthetic scans
+    (``kind: xscan`` reads a folder written by ``xscan synth``)."""
+    train, val = json.dumps(str(data / "train")), json.dumps(str(data / "test"))
+    return ["--set", f"data.train=[{{kind: xscan, path: {train}}}]",
+            "--set", f"data.val=[{{kind: xscan, path: {val}}}]"]  # fmt: skip
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
