@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import httpx
 import numpy as np
-from serve_procs import TOKEN, encode, png_bomb_header, scan_image, start_server
+from serve_procs import TOKEN, XSCAN, encode, png_bomb_header, scan_image, start_server
 
 from xscan.serve.audit import count_records
 
@@ -338,3 +339,15 @@ def test_sigterm_drains_in_flight_requests(toy_detector_onnx, tmp_path):
     srv.proc.wait(20)
     assert "drained and stopped" in srv.log()
     assert count_records(srv.audit) == 6
+
+
+def test_unloadable_model_or_busy_port_exit_with_an_error(tmp_path):
+    missing = subprocess.run(
+        [str(XSCAN), "serve", str(tmp_path / "none.onnx")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "none.onnx: model file not found" in missing.stderr
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07 this is not a model")
+    srv = start_server(broken, tmp_path, wait_ready=False)
+    assert srv.proc.wait(60) == 2
+    assert "broken.onnx" in srv.log() and "could not start" in srv.log()

@@ -302,17 +302,16 @@ async def inspect(request: Request) -> Response:
     except ClientDisconnect:
         return error_response(400, "client_disconnected", "client went away", rid)
     pred = result.prediction
+    model = result.served.info()
     body = {
         "request_id": rid,
         "lane_id": lane,
         "scan_id": scan,
         "decision": "alarm" if pred.alarm else "clear",
         **pred.to_dict(),
-        "operating_point": result.served.info()["operating_point"],
+        "operating_point": model["operating_point"],
         "image": facts,
-        "model": {
-            k: result.served.info()[k] for k in ("name", "version", "task", "sha256", "generation")
-        },
+        "model": {k: model[k] for k in ("name", "version", "task", "sha256", "generation")},
         "audited": result.audited,
         "batch": {"size": result.batch_size, "queue_depth": result.queue_depth},
         "timing_ms": {

@@ -143,4 +143,8 @@ def _serve(settings: Any, model_path: Any, access_log: bool) -> int:
     server.run()
     if fatal:
         raise ValueError(f"{model_path}: the service could not start: {fatal[0]}")
+    if not server.started:
+        raise ValueError(
+            f"the service could not start on {settings.host}:{settings.port} (see the log above)"
+        )
     return 0
