@@ -36,7 +36,7 @@ HUE_ANCHORS = (
     (30.0, (20, 60, 160)),
 )
 X_SATURATE = 0.45  # attenuation at which the tint is ~90 % saturated (1 − e^-x/xs, xs = x/2.3)
-X_DARKEN, X_DARK_SCALE = 1.2, 1.9  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
+X_DARKEN, X_DARK_SCALE = 0.4, 2.2  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
 X_MAX, N_X, N_Z = 12.0, 256, 120
 Z_SMOOTH_SIGMA = 1.0  # px; effective Z is smoothed before colouring (as scanners do)
 
@@ -125,7 +125,7 @@ def invert_shading(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sat = np.clip(b / np.maximum(a + b, 1e-9), 0.0, 0.9999)
     x_sat = -np.log1p(-sat) * (X_SATURATE / 2.3)
     x_dark = X_DARKEN - X_DARK_SCALE * np.log(v)
-    x = np.where(v < 0.995, np.maximum(x_dark, x_sat), x_sat)
+    x = np.where(v < 0.995, x_dark, x_sat)  # v < 1 only beyond X_DARKEN, where s is ~1
     return np.clip(x, 0.0, X_MAX).astype(np.float32), z_cand[best].astype(np.float32)
 
 

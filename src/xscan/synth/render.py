@@ -85,21 +85,45 @@ class Renderer:
         mu = mass_attenuation(m, self.scanner.energy_kev)
         w = self._fit_w / mu
         coef, *_ = np.linalg.lstsq(self._basis_mu.T * w[:, None], mu * w, rcond=None)
+        coef = self._refine(mu, coef)
         err = self._fit_error(mu, coef)
         d = _Decomposition(coef, err > HEAVY_TOLERANCE, err)
         self._decomp[m.name] = d
         return d
 
-    def _fit_error(self, mu: np.ndarray, coef: np.ndarray) -> float:
-        """Worst relative error in −ln T of the two-basis fit over the useful thickness range."""
+    def _relative_errors(self, mu: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """Relative errors in −ln T (both channels) of a fit over the useful thickness range."""
         areal = np.geomspace(1e-3, 400.0, 120)[:, None]
         mu_fit = np.clip(coef @ self._basis_mu, 0.0, None)
         exact = -np.log(np.maximum(np.exp(-areal * mu) @ self._weights, 1e-300))
         fit = -np.log(np.maximum(np.exp(-areal * mu_fit) @ self._weights, 1e-300))
-        useful = (exact[:, 1] > 0.02) & (exact[:, 1] < L_USEFUL)
-        if not useful.any():
-            return 0.0
-        return float(np.max(np.abs(fit[useful] / exact[useful] - 1.0)))
+        useful = (exact[:, 1] > 0.01) & (exact[:, 1] < L_USEFUL)
+        return (fit[useful] / exact[useful] - 1.0).ravel()
+
+    def _refine(self, mu: np.ndarray, coef: np.ndarray, steps: int = 4) -> np.ndarray:
+        """Gauss–Newton on the −ln T errors, starting from the least-squares fit in μ(E).
+
+        The μ(E) fit weights energies by the spectra; what matters is −ln T across thicknesses
+        (beam hardening shifts the weights), so the coefficients are polished on that directly.
+        """
+        best, best_err = coef, np.max(np.abs(self._relative_errors(mu, coef)), initial=0.0)
+        c = coef.copy()
+        for _ in range(steps):
+            r = self._relative_errors(mu, c)
+            if r.size == 0:
+                return coef
+            jac = np.stack(
+                [(self._relative_errors(mu, c + d) - r) / 1e-4 for d in np.eye(2) * 1e-4], 1
+            )
+            c = c - np.linalg.lstsq(jac, r, rcond=None)[0]
+            err = np.max(np.abs(self._relative_errors(mu, c)), initial=0.0)
+            if err < best_err:
+                best, best_err = c.copy(), err
+        return best
+
+    def _fit_error(self, mu: np.ndarray, coef: np.ndarray) -> float:
+        """Worst relative error in −ln T of the two-basis fit over the useful thickness range."""
+        return float(np.max(np.abs(self._relative_errors(mu, coef)), initial=0.0))
 
     # ---------------------------------------------------------------- lookup table
     def _build_lut(self) -> np.ndarray:

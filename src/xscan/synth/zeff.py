@@ -159,3 +159,34 @@ def remap_bilinear(table: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.nd
 
 
 _MAX_SIDE = 16384
+
+
+def pair_from_z(
+    z: np.ndarray, x: np.ndarray, scanner: str | Scanner = "baggage"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of the calibration: ``(t_low, t_high)`` float32 of a slab of effective Z ``z``
+    whose mean attenuation ``(−ln T_low − ln T_high)/2`` is ``x`` (arrays of one shape).
+
+    Uses the element curves ``R(Z, L_high)``, interpolated linearly between integer Z.
+    """
+    cal = _get(scanner)
+    z = np.clip(np.asarray(z, np.float32), 1.0, float(Z_MAX))
+    x = np.maximum(np.asarray(x, np.float32), 0.0)
+    l_grid = (cal.ds * np.arange(cal.r_of_z.shape[1])) ** 2
+    k = np.minimum(np.floor(z - 1.0).astype(np.int32), Z_MAX - 2)
+    f = z - 1.0 - k
+    l_high = np.zeros(x.shape, np.float64)
+    ratio = np.ones(x.shape, np.float64)
+    for kk in np.unique(k):
+        sel = k == kk
+        lh = r = 0.0
+        for row, wgt in ((kk, 1.0 - f[sel]), (kk + 1, f[sel])):
+            r_row = cal.r_of_z[row].astype(np.float64)
+            x_row = l_grid * (1.0 + r_row) / 2.0  # mean attenuation along the L_high grid
+            lh_row = np.interp(x[sel], x_row, l_grid)
+            beyond = x[sel] > x_row[-1]
+            lh_row[beyond] = x[sel][beyond] * 2.0 / (1.0 + r_row[-1])
+            lh = lh + wgt * lh_row
+            r = r + wgt * np.interp(lh_row, l_grid, r_row)
+        l_high[sel], ratio[sel] = lh, r
+    return np.exp(-l_high * ratio).astype(np.float32), np.exp(-l_high).astype(np.float32)
