@@ -109,6 +109,15 @@ class XrayAugment:
     def __init__(self, compose: A.Compose) -> None:
         self.compose = compose
 
+    def _seed(self, seed: int) -> None:
+        # Compose.set_random_seed hands every child transform the *same* seed, which makes
+        # their draws identical (hflip and vflip would always fire together): give each child
+        # its own stream.
+        self.compose.set_random_seed(seed)
+        for k, t in enumerate(self.compose.transforms):
+            child = np.random.SeedSequence([seed, k]).generate_state(1)[0]
+            t.set_random_seed(int(child & 0x7FFFFFFF))
+
     def __call__(
         self,
         image: np.ndarray,
@@ -117,7 +126,7 @@ class XrayAugment:
         masks: np.ndarray | None = None,
         seed: int = 0,
     ):
-        self.compose.set_random_seed(int(seed))
+        self._seed(int(seed))
         kw: dict[str, Any] = {
             "image": image,
             "bboxes": np.asarray(boxes, np.float32).reshape(-1, 4),
