@@ -27,18 +27,19 @@ from xscan.synth.zeff import Z_MAX, line_integrals, remap_bilinear, z_from_line_
 HUE_ANCHORS = (
     (1.0, (250, 150, 60)),
     (7.5, (240, 135, 35)),
-    (9.5, (215, 160, 45)),
-    (11.0, (165, 185, 70)),
-    (14.0, (85, 170, 70)),
-    (17.0, (50, 150, 110)),
-    (20.0, (35, 115, 170)),
-    (26.0, (25, 85, 185)),
-    (30.0, (20, 60, 160)),
+    (9.0, (215, 160, 45)),
+    (10.5, (165, 185, 70)),
+    (13.5, (85, 170, 70)),
+    (17.0, (50, 150, 120)),
+    (20.0, (40, 120, 200)),
+    (26.0, (30, 95, 215)),
+    (30.0, (25, 70, 190)),
 )
-X_SATURATE = 0.45  # attenuation at which the tint is ~90 % saturated (1 − e^-x/xs, xs = x/2.3)
-X_DARKEN, X_DARK_SCALE = 0.4, 2.2  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
+X_WHITE = 0.02  # attenuation below which a pixel stays white (suppresses noise tint in air)
+X_SATURATE = 0.45  # attenuation above X_WHITE at which the tint is 90 % saturated
+X_DARKEN, X_DARK_SCALE = 0.6, 3.0  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
 X_MAX, N_X, N_Z = 12.0, 256, 120
-Z_SMOOTH_SIGMA = 1.0  # px; effective Z is smoothed before colouring (as scanners do)
+Z_SMOOTH_SIGMA = 1.5  # px; effective Z is smoothed before colouring (as scanners do)
 
 
 def hue(z: np.ndarray) -> np.ndarray:
@@ -52,7 +53,7 @@ def hue(z: np.ndarray) -> np.ndarray:
 def shade(rgb_hue: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Tint white towards ``rgb_hue`` and darken by attenuation ``x``; float32 [0, 255]."""
     x = np.asarray(x, np.float32)[..., None]
-    s = 1.0 - np.exp(-x * (2.3 / X_SATURATE))
+    s = 1.0 - np.exp(-np.maximum(x - X_WHITE, 0.0) * (2.3 / X_SATURATE))
     v = np.exp(-np.maximum(x - X_DARKEN, 0.0) / X_DARK_SCALE)
     return (255.0 * (1.0 - s) + rgb_hue * s) * v
 
@@ -123,7 +124,7 @@ def invert_shading(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = alpha[idx, best], beta[idx, best]
     v = np.clip(a + b, 1e-6, 1.0)
     sat = np.clip(b / np.maximum(a + b, 1e-9), 0.0, 0.9999)
-    x_sat = -np.log1p(-sat) * (X_SATURATE / 2.3)
+    x_sat = np.where(sat > 1e-3, X_WHITE - np.log1p(-sat) * (X_SATURATE / 2.3), 0.0)
     x_dark = X_DARKEN - X_DARK_SCALE * np.log(v)
     x = np.where(v < 0.995, x_dark, x_sat)  # v < 1 only beyond X_DARKEN, where s is ~1
     return np.clip(x, 0.0, X_MAX).astype(np.float32), z_cand[best].astype(np.float32)
