@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from xscan.preprocess import LetterboxInfo
 from xscan.serve.app import ROUTES, create_app
-from xscan.serve.audit import AuditLog, count_records
+from xscan.serve.audit import AuditError, AuditLog, count_records
 from xscan.serve.batcher import InspectItem, MicroBatcher, QueueFull
 from xscan.serve.engine import ModelEngine, ModelLoadError, ServedModel
 from xscan.serve.metrics import MAX_LANES, ServiceMetrics
@@ -234,6 +234,25 @@ def test_batcher_queue_is_bounded_and_failures_reach_the_requests():
     b.start()
     with pytest.raises(RuntimeError, match="exploded"):
         first.future.result(5)
+    b.stop()
+
+
+def test_batcher_fails_requests_whose_audit_commit_fails(tmp_path):
+    class FullDisk(AuditLog):
+        def write_batch(self, records):
+            list(records)
+            raise AuditError(f"{self.path}: audit write failed (No space left on device)")
+
+    served = _served(FakeModel())
+    b = MicroBatcher(4, 0.0, 8, metrics=ServiceMetrics(), audit=FullDisk(tmp_path / "a.jsonl"))
+    items = [_item(served), _item(served)]
+    for it in items:
+        b.submit(it)
+    b.start()
+    for it in items:
+        with pytest.raises(AuditError, match="No space left"):
+            it.future.result(10)
+    assert not b.full  # nothing is left counted as waiting
     b.stop()
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import httpx
 import numpy as np
+import pytest
 from serve_procs import TOKEN, XSCAN, encode, png_bomb_header, scan_image, start_server
 
 from xscan.serve.audit import count_records
@@ -244,6 +245,7 @@ def test_sigkill_after_n_acknowledged_keeps_n_audit_records(toy_detector_onnx, t
     assert rec["operating_point"] == "far5" and rec["decision"] in ("alarm", "clear")
 
 
+@pytest.mark.slow
 def test_reload_under_load_fails_no_request(toy_detector_onnx, tmp_path):
     from toy_models import make_toy_detector, toy_detector_spec
 
@@ -316,6 +318,7 @@ def _metric_values(text: str) -> dict[str, float]:
     return values
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(toy_detector_onnx, tmp_path):
     from serve_procs import make_slow_detector
 

@@ -15,9 +15,10 @@ request handler cancels it when its deadline passes, and the inference thread sk
 cancelled items (``set_running_or_notify_cancel``), so a timed-out request costs no compute
 and leaves no audit record.
 
-After inference the decisions of the batch are appended to the audit log with one fsync, and
-only then are the futures resolved: a response is never sent for a decision that is not on
-disk.
+After inference a batch's decisions go to a second thread that appends them to the audit log
+with one fsync for everything waiting (group commit, overlapping the next batch's inference),
+and only then are the futures resolved: a response is never sent for a decision that is not
+on disk. Decisions waiting for their commit count against the queue bound.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ class InspectItem:
 
 
 @dataclass
+class _Decided:
+    """A batch that has been inferred and waits for its audit commit."""
+
+    items: list[InspectItem]
+    preds: list[Any]
+    served: ServedModel
+    t0: float
+    t1: float
+    depth: int
+
+
+@dataclass
 class InspectResult:
     """What the inference thread hands back for one item."""
 
@@ -101,11 +114,20 @@ class MicroBatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._preparing = 0
+        self._commits: deque[_Decided] = deque()
+        self._awaiting_commit = 0
+        self._inference_done = False
+        self._commit_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="xscan-inference", daemon=True)
         self._thread.start()
+        if self.audit is not None:
+            self._commit_thread = threading.Thread(
+                target=self._commit_loop, name="xscan-audit", daemon=True
+            )
+            self._commit_thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop accepting items, finish the ones queued, and join the thread."""
@@ -114,6 +136,11 @@ class MicroBatcher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._cond:
+            self._inference_done = True
+            self._cond.notify_all()
+        if self._commit_thread is not None:
+            self._commit_thread.join(timeout)
 
     @property
     def depth(self) -> int:
@@ -121,7 +148,8 @@ class MicroBatcher:
 
     @property
     def full(self) -> bool:
-        return len(self._queue) >= self.queue_size
+        """Waiting for inference or for the audit commit counts against ``queue_size``."""
+        return len(self._queue) + self._awaiting_commit >= self.queue_size
 
     def begin_prepare(self) -> None:
         """A request is being read and decoded and will probably be submitted soon."""
@@ -132,19 +160,19 @@ class MicroBatcher:
         """That request was submitted or failed: call once per :meth:`begin_prepare`."""
         with self._cond:
             self._preparing -= 1
-            self._cond.notify()
+            self._cond.notify_all()  # two threads wait on this condition
 
     def submit(self, item: InspectItem) -> Future:
         """Queue ``item``; raises :class:`QueueFull` or :class:`BatcherStopped`."""
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("the service is shutting down")
-            if len(self._queue) >= self.queue_size:
+            if len(self._queue) + self._awaiting_commit >= self.queue_size:
                 raise QueueFull(f"inference queue is full ({self.queue_size} waiting)")
             item.t_enqueued = time.perf_counter()
             self._queue.append(item)
             self.metrics.queue_depth.set(len(self._queue))
-            self._cond.notify()
+            self._cond.notify_all()  # two threads wait on this condition
         return item.future
 
     # ----------------------------------------------------------- inference thread
@@ -205,28 +233,63 @@ class MicroBatcher:
             batch = np.stack([it.tensor for it in items])
             preds = model.infer_prepared(batch, [it.info for it in items])
         t1 = time.perf_counter()
-        audited = False
-        if self.audit is not None:
-            records = [self._record(it, p, served, t1) for it, p in zip(items, preds, strict=True)]
-            self.audit.write_batch(records)  # AuditError -> every item of the batch fails
-            self.metrics.audit_records.inc(len(records))
-            audited = True
-        t2 = time.perf_counter()
         self.metrics.batch_size.observe(len(items))
-        self.metrics.inference_latency.observe(t2 - t0)
-        for it, p in zip(items, preds, strict=True):
-            queue_s = t0 - it.t_enqueued
+        self.metrics.inference_latency.observe(t1 - t0)
+        decided = _Decided(items, preds, served, t0, t1, depth)
+        if self.audit is None:
+            self._resolve(decided, audited=False)
+            return
+        with self._cond:
+            self._commits.append(decided)
+            self._awaiting_commit += len(items)
+            self._cond.notify_all()
+
+    def _commit_loop(self) -> None:
+        """Audit thread: append and fsync every decided batch waiting (group commit across
+        batches while the next batch infers), then release their responses."""
+        assert self.audit is not None
+        while True:
+            with self._cond:
+                while not self._commits:
+                    if self._inference_done:
+                        return
+                    self._cond.wait()
+                pending = list(self._commits)
+                self._commits.clear()
+            n = sum(len(d.items) for d in pending)
+            try:
+                self.audit.write_batch(
+                    self._record(it, p, d.served, d.t1)
+                    for d in pending
+                    for it, p in zip(d.items, d.preds, strict=True)
+                )
+                self.metrics.audit_records.inc(n)
+                for d in pending:
+                    self._resolve(d, audited=True)
+            except Exception as e:  # AuditError: none of these decisions is acknowledged
+                log.error("audit commit failed: %s", e)
+                for d in pending:
+                    for it in d.items:
+                        if not it.future.done():
+                            it.future.set_exception(e)
+            finally:
+                with self._cond:
+                    self._awaiting_commit -= n
+
+    def _resolve(self, d: _Decided, audited: bool) -> None:
+        for it, p in zip(d.items, d.preds, strict=True):
+            queue_s = d.t0 - it.t_enqueued
             self.metrics.queue_wait.observe(queue_s)
             lane = self.metrics.lane_label(it.meta.get("lane_id"))
             self.metrics.decisions.labels(lane, "alarm" if p.alarm else "clear").inc()
             it.future.set_result(
                 InspectResult(
                     prediction=p,
-                    served=served,
-                    batch_size=len(items),
+                    served=d.served,
+                    batch_size=len(d.items),
                     queue_ms=queue_s * 1000.0,
-                    inference_ms=(t1 - t0) * 1000.0,
-                    queue_depth=depth,
+                    inference_ms=(d.t1 - d.t0) * 1000.0,
+                    queue_depth=d.depth,
                     audited=audited,
                 )
             )

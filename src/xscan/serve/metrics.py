@@ -50,7 +50,7 @@ class ServiceMetrics:
         )
         self.inference_latency = Histogram(
             "xscan_batch_inference_seconds",
-            "Model time per batch (inference and audit commit)",
+            "Model time per batch",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
