@@ -126,7 +126,8 @@ def invert_shading(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sat = np.clip(b / np.maximum(a + b, 1e-9), 0.0, 0.9999)
     x_sat = np.where(sat > 1e-3, X_WHITE - np.log1p(-sat) * (X_SATURATE / 2.3), 0.0)
     x_dark = X_DARKEN - X_DARK_SCALE * np.log(v)
-    x = np.where(v < 0.995, x_dark, x_sat)  # v < 1 only beyond X_DARKEN, where s is ~1
+    # Below X_DARKEN, v = 1 and s < 0.95 carries x; beyond, s ≈ 1 and v carries it.
+    x = np.where(sat < 0.93, x_sat, x_dark)
     return np.clip(x, 0.0, X_MAX).astype(np.float32), z_cand[best].astype(np.float32)
 
 
