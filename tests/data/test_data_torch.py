@@ -175,6 +175,8 @@ def test_tip_projects_threats_with_boxes_and_masks(tmp_path):
     untouched = ~(s.masks[0] | s.masks[1])
     np.testing.assert_array_equal(s.image[untouched], bg[untouched])
     np.testing.assert_array_equal(gen.sample(7).image, s.image)  # seeded
+    small = TipGenerator(bgs, ThreatLibrary([patch]), {"max_side": 60, "count": [1, 1]}).sample(3)
+    assert small.image.shape[:2] == (45, 60) and small.boxes[0][2] <= 60
     with pytest.raises(ValueError, match="unknown key"):
         TipGenerator(bgs, lib, {"colour": 1})
 

@@ -109,6 +109,8 @@ class TipSource:
         library = _library(params.pop("threats", None), spec, seed, raw)
         taxonomy = LabelMapper("coco")
         threat_labels = {c for c in spec.class_names if taxonomy.is_threat(taxonomy(c)[1])}
+        # backgrounds are letterboxed to the input later: project at twice that size at most
+        params.setdefault("max_side", 2 * max(spec.input_size))
         self.gen = TipGenerator(
             self.backgrounds, library, params, raw=raw, threat_labels=threat_labels or None
         )
