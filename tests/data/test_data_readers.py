@@ -190,6 +190,9 @@ def test_xscan_synth_folder(tmp_path):
 def test_detect_and_mix(tmp_path):
     assert detect_format(make_opixray(tmp_path / "o")) == "opixray"
     assert detect_format(make_hixray(tmp_path / "h")) == "hixray"
+    for lst in (tmp_path / "o").glob("*/*_knife*.txt"):  # a copy without OPIXray's lists:
+        lst.unlink()  # told apart by its class names
+    assert detect_format(tmp_path / "o") == "opixray"
     assert detect_format(make_pidray(tmp_path / "p")) == "pidray"
     assert detect_format(make_gdxray(tmp_path / "g")) == "gdxray"
     assert detect_format(make_sixray(tmp_path / "s")) == "sixray"

@@ -150,6 +150,8 @@ def _read_series(
         if background:
             rec.is_threat = False
         else:
+            if gt.is_file() and not rec.objects:
+                log.warn(img, 0, f"no {cls} box in {gt.name}: image-level label only")
             rec.image_labels[label] = 1
             rec.is_threat = mapper.is_threat(canonical)
         out.append(rec)

@@ -99,12 +99,31 @@ def _is_txt_layout(p: Path) -> bool:
     return any((p / s / f"{s}_annotation").is_dir() for s in ("train", "test"))
 
 
+def _txt_dataset(p: Path) -> str | None:
+    """``opixray`` or ``hixray`` from OPIXray's test lists or the class names in use."""
+    if any((p / "test").glob("test_knife*.txt")) or any((p / "train").glob("train_knife*.txt")):
+        return "opixray"
+    from xscan.data.taxonomy import load_taxonomy, normalize_name
+
+    tax = load_taxonomy()
+    for s in ("train", "test"):
+        for ann in sorted((p / s / f"{s}_annotation").glob("*.txt"))[:20]:
+            for line in ann.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) >= 6:
+                    name = normalize_name(" ".join(parts[1:-4]))
+                    for ds in ("opixray", "hixray"):
+                        if name in tax.datasets.get(ds, {}):
+                            return ds
+    return None
+
+
 def _is_opixray(p: Path) -> bool:
-    return _is_txt_layout(p) and any((p / "test").glob("test_knife*.txt"))
+    return _is_txt_layout(p) and _txt_dataset(p) == "opixray"
 
 
 def _is_hixray(p: Path) -> bool:
-    return _is_txt_layout(p) and not _is_opixray(p)
+    return _is_txt_layout(p) and _txt_dataset(p) == "hixray"
 
 
 def _is_xscan(p: Path) -> bool:
