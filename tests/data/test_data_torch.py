@@ -246,3 +246,50 @@ def test_mixture_with_online_synth(tmp_path):
             seed=0,
             augment={},
         )
+
+
+def test_class_list_from_mixed_sources_and_synth_tip(tmp_path):
+    from data_fixtures import make_hixray, make_opixray
+
+    from xscan.data.mixture import class_names_for
+
+    make_opixray(tmp_path / "o")
+    make_hixray(tmp_path / "h")
+    sources = [
+        DataSource(kind="hixray", path=str(tmp_path / "h")),
+        DataSource(kind="opixray", path=str(tmp_path / "o"), split="train"),
+        DataSource(kind="synth"),
+    ]
+    names = class_names_for(sources)
+    assert names == ["knife", "scissors", "lighter", "power_bank", "liquid_container", "phone"]
+    spec = _spec(classes=tuple(names))
+    lib = ThreatLibrary.from_synth(["knife"], per_category=1, seed=0)
+    assert lib.patches[0].image.shape[2] == 3 and lib.patches[0].mask.any()
+    assert lib.patches[0].image[~lib.patches[0].mask].min() == 1.0  # air around the threat
+    write_image(tmp_path / "bg" / "N0.jpg", w=120, h=90, seed=1)
+    ds = build_dataset(
+        [
+            DataSource(
+                kind="tip",
+                params={
+                    "backgrounds": str(tmp_path / "bg"),
+                    "threats": {"kind": "synth", "per_category": 1},
+                    "count": [1, 1],
+                },
+            )
+        ],
+        spec,
+        train=False,
+        samples_per_epoch=2,
+        seed=0,
+        augment=None,
+    )
+    image, t = ds[0]
+    _check_item(image, t, spec)
+    # the library renders every model class the generator can draw
+    from xscan.synth.threats import THREAT_BUILDERS
+
+    assert len(t["labels"]) == 1 and spec.class_names[int(t["labels"][0])] in THREAT_BUILDERS
+    assert t["is_threat"] == (
+        spec.class_names[int(t["labels"][0])] in ("knife", "scissors", "lighter")
+    )
