@@ -41,7 +41,7 @@ def test_mixture_of_materials_matches_direct_integral() -> None:
     paths = {n: (rng.random((6, 7)) * rng.uniform(0.05, 3.0)).astype(np.float32) for n in names}
     paths["lead"] *= 0.05
     paths["steel"] *= 0.2
-    got = r.line_integrals(paths)
+    got = np.stack(r.line_integrals(paths), -1)
     e, w = r.scanner.energy_kev, np.stack([r.scanner.weight_low, r.scanner.weight_high], 1)
     from xscan.synth.attenuation import mass_attenuation
 

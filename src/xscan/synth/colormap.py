@@ -84,12 +84,20 @@ def false_color(
 
 def colorize(z: np.ndarray, x: np.ndarray) -> np.ndarray:
     """RGB ``uint8 (..., 3)`` from effective Z and attenuation ``x`` (bilinear in the table)."""
-    lut = color_lut()[0]
     zi = np.asarray(z, np.float32) - np.float32(1.0)
     zi *= np.float32((N_Z - 1) / (Z_MAX - 1.0))
     xi = np.sqrt(np.maximum(np.asarray(x, np.float32), np.float32(0.0)))
     xi *= np.float32((N_X - 1) / np.sqrt(X_MAX))
-    return remap_bilinear(lut, xi, zi)
+    rgba = remap_bilinear(_rgba_lut(), xi, zi, overwrite=True)
+    if rgba.ndim == 3:
+        return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+    return np.ascontiguousarray(rgba[..., :3])
+
+
+@lru_cache(maxsize=1)
+def _rgba_lut() -> np.ndarray:
+    """The palette padded to 4 channels: OpenCV remaps 4-channel uint8 ~3x faster than 3."""
+    return cv2.cvtColor(color_lut()[0], cv2.COLOR_RGB2RGBA)
 
 
 INV_N = 64  # RGB cells per axis of the inverse table

@@ -134,13 +134,13 @@ class Renderer:
         # Thin-slab effective μ (cm²/g) of each basis in each channel: rows basis, cols channel.
         self._m = (self._basis_mu @ self._weights).astype(np.float32)  # (2, 2)
         a2 = s2**2
-        lut = np.empty((LUT_N, LUT_N, 2), np.float32)
+        lut = np.empty((2, LUT_N, LUT_N), np.float32)
         for i, s in enumerate(s1):
             a1 = s * s - SHEAR * a2  # (N,)
             mu = np.clip(a1[:, None] * self._basis_mu[0] + a2[:, None] * self._basis_mu[1], 0, None)
             t = np.exp(-mu) @ self._weights  # (N, 2)
             neg = -np.log(np.maximum(t, 1e-30))
-            lut[i] = a1[:, None] * self._m[0] + a2[:, None] * self._m[1] - neg
+            lut[:, i] = (a1[:, None] * self._m[0] + a2[:, None] * self._m[1] - neg).T
         return lut
 
     def _areal_at(self, mu: np.ndarray, neg_log_high: float) -> float:
@@ -151,47 +151,55 @@ class Renderer:
         return float(areal[min(np.searchsorted(neg, neg_log_high), len(areal) - 1)])
 
     def _lookup(self, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
-        """Bilinear ``−ln T`` ``(H, W, 2) float32`` (low, high) for basis areal densities.
+        """Bilinear ``−ln T`` ``(2, H, W) float32`` (low, high) for basis areal densities.
 
         ``cv2.remap`` does the bilinear interpolation (fixed-point weights in steps of 1/32 of a
-        table cell; the table is fine enough that this costs < 0.3 % in −ln T).
+        table cell; the table is fine enough that this costs < 0.3 % in −ln T). Arrays stay
+        planar: numpy is slow on a trailing axis of length 2.
         """
-        u1 = a1 + np.float32(SHEAR) * a2
+        u1 = cv2.scaleAdd(a2, SHEAR, a1)
         np.maximum(u1, 0, out=u1)
         np.sqrt(u1, out=u1)
         u1 *= np.float32(1.0 / self._ds[0])
         u2 = np.maximum(a2, 0)
         np.sqrt(u2, out=u2)
         u2 *= np.float32(1.0 / self._ds[1])
-        np.minimum(u1, np.float32(LUT_N - 1), out=u1)
+        np.minimum(u1, np.float32(LUT_N - 1), out=u1)  # OpenCV's border path is slower
         np.minimum(u2, np.float32(LUT_N - 1), out=u2)
-        out = np.empty(a1.shape + (2,), np.float32)
-        for r0 in range(0, a1.shape[0], _REMAP_ROWS):  # cv2 maps are limited to 32767 px a side
-            sl = slice(r0, r0 + _REMAP_ROWS)
-            cv2.remap(
-                self._lut,
-                u2[sl],
-                u1[sl],
-                cv2.INTER_LINEAR,
-                dst=out[sl],
-                borderMode=cv2.BORDER_REPLICATE,
-            )
-        # −ln T = m·A − h(A): the linear term is exact, only the hardening deficit is tabulated.
-        np.negative(out, out=out)
-        out += a1[..., None] * self._m[0]
-        out += a2[..., None] * self._m[1]
+        out = np.empty((2,) + a1.shape, np.float32)
+        for c in range(2):
+            for r0 in range(0, a1.shape[0], _REMAP_ROWS):  # cv2 maps: < 32767 px a side
+                sl = slice(r0, r0 + _REMAP_ROWS)
+                cv2.remap(
+                    self._lut[c],
+                    u2[sl],
+                    u1[sl],
+                    cv2.INTER_LINEAR,
+                    dst=out[c, sl],
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+            # −ln T = m·A − h(A): the linear term is exact, only the hardening deficit is
+            # tabulated.
+            np.negative(out[c], out=out[c])
+            cv2.scaleAdd(a1, float(self._m[0, c]), out[c], dst=out[c])
+            cv2.scaleAdd(a2, float(self._m[1, c]), out[c], dst=out[c])
         np.maximum(out, 0, out=out)
         return out
 
     # ---------------------------------------------------------------- public API
-    def line_integrals(self, path_lengths: dict[str, np.ndarray]) -> np.ndarray:
-        """Noise-free ``−ln T`` ``(H, W, 2) float32`` (low, high) of path lengths in cm."""
+    def line_integrals(self, path_lengths: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Noise-free ``(−ln T_low, −ln T_high)`` float32 ``(H, W)`` of path lengths in cm."""
+        neg_log = self._line_integrals(path_lengths)
+        return neg_log[0], neg_log[1]
+
+    def _line_integrals(self, path_lengths: dict[str, np.ndarray]) -> np.ndarray:
         if not path_lengths:
             raise ValueError("path_lengths is empty: give at least one material map")
         shape = np.shape(next(iter(path_lengths.values())))
+        if len(shape) != 2:
+            raise ValueError(f"path lengths must be (H, W) maps, got shape {shape}")
         a1 = np.zeros(shape, np.float32)
         a2 = np.zeros(shape, np.float32)
-        tmp = np.empty(shape, np.float32)
         heavy: dict[str, np.ndarray] = {}
         for name, length in path_lengths.items():
             if np.shape(length) != shape:
@@ -201,13 +209,13 @@ class Renderer:
                 )
             m = get_material(name)
             d = self.decomposition(m)
+            length = np.asarray(length, np.float32)
             if d.heavy:
-                heavy[name] = np.asarray(length, np.float32)
+                heavy[name] = length
                 continue
-            np.multiply(length, np.float32(d.coef[0] * m.density), out=tmp)
-            a1 += tmp
-            np.multiply(length, np.float32(d.coef[1] * m.density), out=tmp)
-            a2 += tmp
+            # fused multiply-add: a_k += c_k ρ L
+            cv2.scaleAdd(length, float(d.coef[0] * m.density), a1, dst=a1)
+            cv2.scaleAdd(length, float(d.coef[1] * m.density), a2, dst=a2)
         neg_log = self._lookup(a1, a2)
         if heavy:
             self._exact_heavy(a1, a2, heavy, neg_log)
@@ -227,12 +235,13 @@ class Renderer:
         mu = np.stack(mus).astype(np.float32)  # (2 + H, E)
         cols = [a1.ravel(), a2.ravel()] + [heavy[n].ravel() for n in names]
         w = self._weights.astype(np.float32)
+        flat = neg_log.reshape(2, -1)
         for s in range(0, idx.size, chunk):
             sel = idx[s : s + chunk]
             x = np.stack([c[sel] for c in cols], 1)  # (P, 2 + H)
             att = np.maximum(x @ mu, 0)
             t = np.exp(-att) @ w  # (P, 2)
-            neg_log.reshape(-1, 2)[sel] = -np.log(np.maximum(t, 1e-30))
+            flat[:, sel] = -np.log(np.maximum(t, 1e-30)).T
 
     def transmission(
         self,
@@ -246,34 +255,42 @@ class Renderer:
         detector effects are applied (blur, photon noise, gain); ``rng`` seeds the noise (a fresh
         default generator if None). ``noise=False`` gives the ideal, unblurred transmission.
         """
-        t = self.line_integrals(path_lengths)
+        t = self._line_integrals(path_lengths)
         np.negative(t, out=t)
         np.exp(t, out=t)
         if noise:
-            t = self._detect(t, rng if rng is not None else np.random.default_rng())
+            self._detect(t, rng if rng is not None else np.random.default_rng())
         np.clip(t, T_MIN, 1.0, out=t)
-        return t[..., 0].copy(), t[..., 1].copy()
+        return t[0], t[1]
 
-    def _detect(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _detect(self, t: np.ndarray, rng: np.random.Generator) -> None:
+        """Detector effects in place on planar ``(2, H, W)`` transmissions."""
         sc = self.scanner
-        if sc.focal_blur_sigma_px > 0:
-            t = cv2.GaussianBlur(t, (0, 0), sc.focal_blur_sigma_px, borderType=cv2.BORDER_REPLICATE)
-        h, w = t.shape[:2]
-        inv_q = np.array([1.0 / sc.quanta_low, 1.0 / sc.quanta_high], np.float32)
-        sigma = t * inv_q
-        sigma += np.float32(sc.dark_noise**2)
-        np.sqrt(sigma, out=sigma)
+        _, h, w = t.shape
+        noise = np.empty_like(t)
         # OpenCV's generator is ~3x faster than numpy's; seeded from ``rng`` so runs repeat.
-        noise = np.empty(t.shape, np.float32)
         cv2.setRNGSeed(int(rng.integers(1, 2**31 - 1)))
-        cv2.randn(noise.reshape(h, -1), 0.0, 1.0)
-        sigma *= noise
-        t += sigma
-        t *= self._gain(w)[None, :, None]
+        cv2.randn(noise.reshape(2 * h, w), 0.0, 1.0)
+        gain = self._gain(w)
+        for c, quanta in enumerate((sc.quanta_low, sc.quanta_high)):
+            if sc.focal_blur_sigma_px > 0:
+                cv2.GaussianBlur(
+                    t[c],
+                    (0, 0),
+                    sc.focal_blur_sigma_px,
+                    dst=t[c],
+                    borderType=cv2.BORDER_REPLICATE,
+                )
+            # Poisson noise of `quanta` photons (Gaussian approximation) plus a dark floor.
+            sigma = t[c] * np.float32(1.0 / quanta)
+            sigma += np.float32(sc.dark_noise**2)
+            np.sqrt(sigma, out=sigma)
+            sigma *= noise[c]
+            t[c] += sigma
+            t[c] *= gain
         if sc.pulse_sigma > 0:
-            pulse = 1.0 + sc.pulse_sigma * rng.standard_normal((h, 1, 1), dtype=np.float32)
+            pulse = 1.0 + sc.pulse_sigma * rng.standard_normal((h, 1), dtype=np.float32)
             t *= pulse
-        return t
 
     def _gain(self, width: int) -> np.ndarray:
         g = self._gains.get(width)
@@ -297,9 +314,9 @@ class Renderer:
             return t[:, 0].reshape(th.shape), t[:, 1].reshape(th.shape)
         if m.name not in MATERIALS:
             raise ValueError(f"material {m.name!r} is not in MATERIALS; use exact=True")
-        neg_log = self.line_integrals({m.name: th.reshape(1, -1).astype(np.float32)})
-        t = np.exp(-neg_log.astype(np.float64))
-        return t[0, :, 0].reshape(th.shape), t[0, :, 1].reshape(th.shape)
+        l_low, l_high = self.line_integrals({m.name: th.reshape(1, -1).astype(np.float32)})
+        t_low, t_high = np.exp(-l_low.astype(np.float64)), np.exp(-l_high.astype(np.float64))
+        return t_low.reshape(th.shape), t_high.reshape(th.shape)
 
     def effective_mu(self, material: str | Material) -> tuple[float, float]:
         """Thin-slab linear attenuation ``(μ_low, μ_high)`` in 1/cm at nominal density."""
