@@ -39,7 +39,9 @@ X_WHITE = 0.02  # attenuation below which a pixel stays white (suppresses noise 
 X_SATURATE = 0.45  # attenuation above X_WHITE at which the tint is 90 % saturated
 X_DARKEN, X_DARK_SCALE = 0.6, 3.0  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
 X_MAX, N_X, N_Z = 12.0, 256, 120
-Z_SMOOTH_SIGMA = 1.5  # px; effective Z is smoothed before colouring (as scanners do)
+# px; effective Z is smoothed before colouring, as scanners do. MV dual energy separates
+# materials by a few percent in R only, so the linac's Z is much noisier and smoothed more.
+Z_SMOOTH_SIGMA = {"baggage": 1.5, "cargo": 3.0}
 
 
 def hue(z: np.ndarray) -> np.ndarray:
@@ -75,8 +77,9 @@ def false_color(
         raise ValueError(f"t_low {np.shape(t_low)} and t_high {np.shape(t_high)} differ in shape")
     l_low, l_high = line_integrals(t_low, t_high)
     z = z_from_line_integrals(l_low, l_high, scanner)
-    if Z_SMOOTH_SIGMA > 0:
-        z = cv2.GaussianBlur(z, (0, 0), Z_SMOOTH_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    sigma = Z_SMOOTH_SIGMA.get(scanner if isinstance(scanner, str) else scanner.name, 1.5)
+    if sigma > 0:
+        z = cv2.GaussianBlur(z, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     l_low += l_high
     l_low *= np.float32(0.5)
     return colorize(z, l_low)
