@@ -4,7 +4,8 @@ The exact polychromatic transmission of a ray is ``T_c = Σ_E w_c(E) exp(−Σ_m
 (``w_c`` the channel's detected-signal weights, ``a_m = ρ_m L_m`` areal densities). Evaluating it
 per pixel over ~150 energies is too slow for online data, so materials are decomposed into two
 basis materials, polyethylene and iron: ``μ_m(E) ≈ c_m1 μ_PE(E) + c_m2 μ_Fe(E)`` (weighted least
-squares in relative error over the detected spectra, hardened and unhardened). A pixel is then
+squares in relative error over the detected spectra, hardened and unhardened, then polished by
+Gauss–Newton on the resulting −ln T errors across thicknesses). A pixel is then
 two numbers ``A_k = Σ_m c_mk a_m``, and ``−ln T`` of both channels follows from a precomputed
 2D table: ``−ln T_c = m_c · A − h_c(A)``, the thin-slab linear term exact and the beam-hardening
 deficit ``h_c`` interpolated bilinearly on a square-root grid (dense where attenuation is small).
@@ -45,8 +46,12 @@ L_USEFUL = 9.0
 
 
 @dataclass(frozen=True)
-class _Decomposition:
-    coef: np.ndarray  # (2,) basis coefficients per g/cm² of the material
+class Decomposition:
+    """A material in the basis: ``coef`` ``(2,)`` (polyethylene, iron) per g/cm² of it; ``heavy``
+    when the fit is worse than ``HEAVY_TOLERANCE`` (``fit_error``, relative, in −ln T) and the
+    material is integrated exactly instead."""
+
+    coef: np.ndarray
     heavy: bool
     fit_error: float
 
@@ -54,7 +59,11 @@ class _Decomposition:
 class Renderer:
     """Fast polychromatic renderer for one :class:`~xscan.synth.scanner.Scanner`.
 
-    Building one takes ~0.1–0.3 s (material fits and the lookup table); reuse it.
+    Building one takes ~0.1–0.3 s (material fits and the lookup table); reuse it
+    (:func:`get_renderer` caches one per scanner kind)::
+
+        r = get_renderer("baggage")
+        t_low, t_high = r.transmission({"water": lengths_cm, "steel": other_cm}, rng)
     """
 
     def __init__(self, scanner: Scanner) -> None:
@@ -63,7 +72,7 @@ class Renderer:
         self._weights = np.stack([scanner.weight_low, scanner.weight_high], 1)  # (E, 2)
         self._basis_mu = np.stack([mass_attenuation(b, e) for b in BASIS])  # (2, E)
         self._fit_w = self._fit_weights()
-        self._decomp: dict[str, _Decomposition] = {}
+        self._decomp: dict[str, Decomposition] = {}
         self._lut = self._build_lut()
         self._gains: dict[int, np.ndarray] = {}
 
@@ -77,7 +86,7 @@ class Renderer:
                 v += h / h.sum()
         return np.sqrt(v)
 
-    def decomposition(self, material: str | Material) -> _Decomposition:
+    def decomposition(self, material: str | Material) -> Decomposition:
         """Basis coefficients of a material and whether it needs exact integration."""
         m = material if isinstance(material, Material) else get_material(material)
         if m.name in self._decomp:
@@ -87,7 +96,7 @@ class Renderer:
         coef, *_ = np.linalg.lstsq(self._basis_mu.T * w[:, None], mu * w, rcond=None)
         coef = self._refine(mu, coef)
         err = self._fit_error(mu, coef)
-        d = _Decomposition(coef, err > HEAVY_TOLERANCE, err)
+        d = Decomposition(coef, err > HEAVY_TOLERANCE, err)
         self._decomp[m.name] = d
         return d
 
