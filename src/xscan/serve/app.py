@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from concurrent.futures import CancelledError as FutureCancelled
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -160,6 +162,10 @@ class ServiceState:
         self.batcher: MicroBatcher | None = None
         self.loading = False
         self.started = time.time()
+        # Decoding is CPU work: more threads than cores only adds GIL contention, which
+        # starves the event loop (late keep-alive timers, slow accepts) under load.
+        self.decode_threads = max(2, os.cpu_count() or 2)
+        self.decode_limiter: anyio.CapacityLimiter | None = None
 
     def require_token(self, request: Request) -> None:
         if not self.tokens.check(request.headers):
@@ -221,7 +227,12 @@ async def _prepare(state: ServiceState, data: bytes, served: ServedModel, rid: s
         )
     try:
         return await anyio.to_thread.run_sync(
-            _decode_and_prepare, data, served, state.settings.max_pixels, f"request {rid}"
+            _decode_and_prepare,
+            data,
+            served,
+            state.settings.max_pixels,
+            f"request {rid}",
+            limiter=state.decode_limiter,
         )
     except ImageTooLargeError as e:
         raise ApiError(413, "image_too_large", str(e)) from e
@@ -481,6 +492,7 @@ def _lifespan(state: ServiceState):
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         s = state.settings
+        state.decode_limiter = anyio.CapacityLimiter(state.decode_threads)
         if s.audit_log is not None:
             state.audit = AuditLog(s.audit_log, s.audit_max_bytes, s.audit_keep)
             log.info("audit log: %s", s.audit_log)

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 log = logging.getLogger("xscan.serve")
+KEEP_ALIVE_S = 75
 
 
 def register(subparsers: Any) -> None:
@@ -136,6 +137,9 @@ def _serve(settings: Any, model_path: Any, access_log: bool) -> int:
         log_config=None,
         access_log=access_log,
         timeout_graceful_shutdown=int(settings.timeout_ms / 1000) + 5,
+        # Lanes keep their connections open; a long idle timeout makes the race between the
+        # server closing an idle connection and the client reusing it rare.
+        timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
     )
     server = uvicorn.Server(config)
