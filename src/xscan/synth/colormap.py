@@ -25,19 +25,19 @@ from xscan.synth.zeff import Z_MAX, line_integrals, remap_bilinear, z_from_line_
 
 # Hue anchors (Z_eff, RGB at full saturation), fitted by eye to real dual-energy baggage scans.
 HUE_ANCHORS = (
-    (1.0, (250, 150, 60)),
-    (7.5, (240, 135, 35)),
-    (9.0, (215, 160, 45)),
-    (10.5, (165, 185, 70)),
-    (13.5, (85, 170, 70)),
+    (1.0, (250, 175, 70)),
+    (7.5, (240, 160, 45)),
+    (9.0, (220, 175, 50)),
+    (10.5, (155, 180, 60)),
+    (13.5, (75, 160, 50)),
     (17.0, (50, 150, 120)),
-    (20.0, (40, 120, 200)),
-    (26.0, (30, 95, 215)),
-    (30.0, (25, 70, 190)),
+    (20.0, (45, 145, 215)),
+    (26.0, (35, 125, 225)),
+    (30.0, (30, 105, 205)),
 )
 X_WHITE = 0.02  # attenuation below which a pixel stays white (suppresses noise tint in air)
 X_SATURATE = 0.45  # attenuation above X_WHITE at which the tint is 90 % saturated
-X_DARKEN, X_DARK_SCALE = 0.6, 3.0  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
+X_DARKEN, X_DARK_SCALE = 0.6, 4.0  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
 X_MAX, N_X, N_Z = 12.0, 256, 120
 # px; effective Z is smoothed before colouring, as scanners do. MV dual energy separates
 # materials by a few percent in R only, so the linac's Z is much noisier and smoothed more.
