@@ -38,7 +38,8 @@ HUE_ANCHORS = (
 X_WHITE = 0.02  # attenuation below which a pixel stays white (suppresses noise tint in air)
 X_SATURATE = 0.45  # attenuation above X_WHITE at which the tint is 90 % saturated
 X_DARKEN, X_DARK_SCALE = 0.6, 4.0  # beyond X_DARKEN the colour darkens as exp(-(x - X)/scale)
-X_MAX, N_X, N_Z = 12.0, 256, 120
+X_BLACK = 9.0  # from here to X_MAX (the 16-bit floor, T = 1/65535) the colour fades to black
+X_MAX, N_X, N_Z = 11.1, 256, 120
 # px; effective Z is smoothed before colouring, as scanners do. MV dual energy separates
 # materials by a few percent in R only, so the linac's Z is much noisier and smoothed more.
 Z_SMOOTH_SIGMA = {"baggage": 1.5, "cargo": 3.0}
@@ -57,6 +58,7 @@ def shade(rgb_hue: np.ndarray, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)[..., None]
     s = 1.0 - np.exp(-np.maximum(x - X_WHITE, 0.0) * (2.3 / X_SATURATE))
     v = np.exp(-np.maximum(x - X_DARKEN, 0.0) / X_DARK_SCALE)
+    v *= np.clip((X_MAX - x) / (X_MAX - X_BLACK), 0.0, 1.0)
     return (255.0 * (1.0 - s) + rgb_hue * s) * v
 
 
