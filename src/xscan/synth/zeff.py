@@ -52,8 +52,16 @@ def _calibration_for(kind: str) -> Calibration:
     return calibration(get_scanner(kind))
 
 
+_BY_OBJECT: dict[int, tuple[Scanner, Calibration]] = {}
+
+
 def _get(scanner: str | Scanner) -> Calibration:
-    return calibration(scanner) if isinstance(scanner, Scanner) else _calibration_for(scanner)
+    if not isinstance(scanner, Scanner):
+        return _calibration_for(scanner)
+    hit = _BY_OBJECT.get(id(scanner))
+    if hit is None or hit[0] is not scanner:  # custom scanners: one calibration per object
+        hit = _BY_OBJECT[id(scanner)] = (scanner, calibration(scanner))
+    return hit[1]
 
 
 def calibration(scanner: Scanner) -> Calibration:
