@@ -55,7 +55,7 @@ def test_clear_scans_have_no_threat_and_bags_look_like_scans():
         _check_objects(s)
         # white background around the bag, and dense material inside it
         assert (s.rgb.min(-1) > 200).mean() > 0.15
-        assert (s.t_high < 0.5).mean() > 0.05
+        assert (s.t_high < 0.8).mean() > 0.1
 
 
 def test_plan_gives_exact_threat_share_and_distinct_seeds():

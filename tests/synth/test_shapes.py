@@ -94,3 +94,25 @@ def test_objects_out_of_view_are_dropped():
     scene.add(place(s, (80, 80)), category="knife", is_threat=True)
     scene.add(place(s, (44.2, 20)), category="knife", is_threat=True)  # a sliver in view
     assert scene.annotate({"steel": 2.0}) == []
+
+
+def test_drawing_rotated_matches_rotating_the_upright_drawing():
+    def draw(shape: LocalShape) -> LocalShape:
+        shape.box("steel", 1.0, -0.5, 4.0, 1.5, 0.3)
+        shape.cylinder("aluminium", -1.0, 1.0, 6.0, 0.8, 0.6)
+        shape.disc("copper", 2.0, 1.5, 0.7, 0.2)
+        shape.ellipsoid("cotton", -2.0, -1.0, 1.5, 1.0, 0.8)
+        shape.wire("pvc", np.array([[-3.0, 2.0], [3.0, 2.5]]), 0.3)
+        return shape
+
+    upright = place(draw(LocalShape(9, 7, PC)), (100.0, 100.0), 37.0)
+    direct = place(draw(LocalShape(9, 7, PC, angle_deg=37.0)), (100.0, 100.0))
+    for name, arr in upright.layers.items():
+        assert direct.layers[name].sum() == pytest.approx(arr.sum(), rel=0.03), name
+    # the same pixels are covered (up to a pixel of resampling at the borders)
+    a, b = upright.mask(), direct.mask()
+    full = np.zeros((200, 200), bool)
+    full[upright.y0 : upright.y0 + upright.h, upright.x0 : upright.x0 + upright.w] = a
+    other = np.zeros((200, 200), bool)
+    other[direct.y0 : direct.y0 + direct.h, direct.x0 : direct.x0 + direct.w] = b
+    assert (full ^ other).sum() / full.sum() < 0.15

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from xscan.synth.scene import Scene
@@ -28,7 +29,7 @@ from xscan.synth.threats import (
     rounded_rect,
 )
 
-CLUTTER_ITEMS = {"low": (6, 10), "medium": (12, 20), "high": (22, 32)}
+CLUTTER_ITEMS = {"low": (8, 12), "medium": (15, 24), "high": (26, 38)}
 # Non-threat classes of the taxonomy that baggage scans annotate.
 BENIGN_ANNOTATED = ("laptop", "phone", "battery", *BAGGAGE_RESTRICTED)
 
@@ -68,16 +69,21 @@ class BagFrame:
 
 
 # ---- the bag itself -----------------------------------------------------------------------
-def _shell(rng: np.random.Generator, pc: float, L: float, W: float) -> LocalShape:
-    """Suitcase shell in its own frame (length along x), ``L × W`` cm.
+def _shell(rng: np.random.Generator, pc: float, L: float, W: float, angle: float) -> LocalShape:
+    """Suitcase shell (length along its x axis), ``L × W`` cm, drawn rotated by ``angle``.
 
     The fan beam projects the bag's top and bottom faces with an offset, so a bag shows two
     outlines joined at the corners; the side walls, seen edge-on, are the dense lines.
     """
-    shape = LocalShape(L + 18, W + 18, pc)
+    shape = LocalShape(L + 18, W + 18, pc, angle)
     hard = rng.random() < 0.5
     depth = rng.uniform(18, 28)
-    face = "polycarbonate" if hard else "nylon"
+    # luggage plastics and coated fabrics often carry PVC or mineral fillers (Z_eff > 10)
+    face = (
+        ("polycarbonate", "abs", "pvc")[rng.integers(3)]
+        if hard
+        else ("nylon", "pvc")[rng.integers(2)]
+    )
     r = rng.uniform(3, 8)
     off = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)]) * [L, W] * rng.uniform(0.02, 0.06)
     outline = rounded_rect(L, W, r)
@@ -119,12 +125,12 @@ def _shell(rng: np.random.Generator, pc: float, L: float, W: float) -> LocalShap
         shape.box("steel", x, -W / 2 - 0.5, 1.2, 1.0, 0.4)
         shape.box("polyethylene", x, W / 2 + 0.8, 3.0, 1.8, 2.0)
     # lining with metal parts (rivets, clips, strap buckles)
-    for _ in range(int(rng.integers(8, 20))):
-        x, y = rng.uniform(-L / 2, L / 2) * 0.95, rng.uniform(-W / 2, W / 2) * 0.95
-        if rng.random() < 0.6:
-            shape.disc("steel", x, y, rng.uniform(0.2, 0.5), 0.4)
-        else:
-            shape.box("steel", x, y, rng.uniform(1, 4), rng.uniform(0.3, 1.5), 0.2)
+    n = int(rng.integers(8, 20))
+    xy = rng.uniform(-0.475, 0.475, (n, 2)) * [L, W]
+    rivet = rng.random(n) < 0.6
+    shape.discs("steel", xy[rivet], rng.uniform(0.2, 0.5, int(rivet.sum())), 0.4)
+    for x, y in xy[~rivet]:
+        shape.box("steel", x, y, rng.uniform(1, 4), rng.uniform(0.3, 1.5), 0.2)
     return shape
 
 
@@ -163,6 +169,9 @@ def _clothing(rng: np.random.Generator, pc: float) -> LocalShape:
         fw, fh = w * rng.uniform(0.2, 0.8), h * rng.uniform(0.15, 0.6)
         cx, cy = rng.uniform(-w, w) * 0.3, rng.uniform(-h, h) * 0.3
         shape.polygon(mat, rounded_rect(fw, fh, 2, cx, cy), t * rng.uniform(0.4, 1.2))
+    n_creases = int(rng.integers(2, 7))  # creases and seams: ridges of extra fabric
+    creases = rng.uniform(-0.45, 0.45, (n_creases, 2, 2)) * [w, h]
+    shape.wires(mat, list(creases), rng.uniform(0.4, 1.5))
     extra = rng.random()
     if extra < 0.25:  # buttons
         n = int(rng.integers(3, 8))
@@ -176,6 +185,52 @@ def _clothing(rng: np.random.Generator, pc: float) -> LocalShape:
     elif extra < 0.65:  # jeans rivets and a button
         for _ in range(int(rng.integers(3, 7))):
             shape.disc("copper", rng.uniform(-w, w) * 0.4, rng.uniform(-h, h) * 0.4, 0.35, 0.3)
+    return shape
+
+
+def _pouch(rng: np.random.Generator, pc: float) -> LocalShape:
+    """PVC wash bag, rain cover or document sleeve, with a zip and some contents."""
+    w, h = rng.uniform(14, 30), rng.uniform(10, 22)
+    shape = LocalShape(w + 2, h + 2, pc)
+    shape.polygon("pvc", rounded_rect(w, h, 1.5), rng.uniform(0.1, 0.4))
+    shape.wire("steel", np.array([[-w / 2 + 1, -h / 2 + 1], [w / 2 - 1, -h / 2 + 1]]), 0.2)
+    for _ in range(int(rng.integers(0, 4))):
+        cx, cy = rng.uniform(-w, w) * 0.3, rng.uniform(-h, h) * 0.3
+        shape.cylinder("aluminium", cx, cy, rng.uniform(5, 12), rng.uniform(1, 2.5), 0.0)
+    return shape
+
+
+def _can(rng: np.random.Generator, pc: float) -> LocalShape:
+    """Drink or aerosol can (aluminium) lying flat, or a glass jar."""
+    L, r = rng.uniform(10, 17), rng.uniform(2.5, 3.4)
+    shape = LocalShape(L + 1, 2 * r + 1, pc)
+    if rng.random() < 0.7:
+        shape.cylinder("aluminium", 0, 0, L, r, r - 0.02)
+        shape.cylinder(("water", "toiletry")[rng.integers(2)], 0, 0, L * 0.95, r - 0.02)
+    else:
+        shape.cylinder("glass", 0, 0, L * 0.7, r * 1.2, r * 1.2 - 0.3)
+        shape.cylinder("food", 0, 0, L * 0.65, r * 1.2 - 0.3)
+        shape.cylinder("steel", L * 0.38, 0, 1.0, r * 1.1, r * 1.1 - 0.05)
+    return shape
+
+
+def _hardware(rng: np.random.Generator, pc: float) -> LocalShape:
+    """Small metal odds and ends: hair clips, safety pins, tape measure, screws, hooks."""
+    shape = LocalShape(12, 12, pc)
+    for _ in range(int(rng.integers(2, 8))):
+        x, y = rng.uniform(-4.5, 4.5, 2)
+        k = rng.integers(4)
+        if k == 0:
+            shape.wire(
+                "steel", np.array([[x, y], [x + rng.uniform(2, 5), y + rng.uniform(-1, 1)]]), 0.15
+            )
+        elif k == 1:
+            shape.ring("steel", x, y, rng.uniform(0.4, 1.2), 0.15)
+        elif k == 2:
+            shape.disc("steel", x, y, rng.uniform(1.5, 3), 0.25, inner=0.6)
+            shape.disc("abs", x, y, rng.uniform(1.5, 3) + 0.3, 1.5)
+        else:
+            shape.box("steel", x, y, rng.uniform(1, 4), 0.3, 0.3)
     return shape
 
 
@@ -421,6 +476,9 @@ def _umbrella(rng: np.random.Generator, pc: float) -> LocalShape:
 
 CLUTTER_BUILDERS = {
     "clothing": (_clothing, 6.0),
+    "pouch": (_pouch, 1.0),
+    "can": (_can, 0.8),
+    "hardware": (_hardware, 1.5),
     "belt": (_belt, 0.6),
     "pens": (_pens, 0.8),
     "glasses": (_glasses, 0.4),
@@ -434,7 +492,7 @@ CLUTTER_BUILDERS = {
     "phone": (_phone, 0.8),
     "battery": (_battery, 0.4),
     "charger": (_charger, 1.0),
-    "cable": (_cable, 2.0),
+    "cable": (_cable, 2.5),
     "keys": (_keys, 1.0),
     "coins": (_coins, 0.8),
     "umbrella": (_umbrella, 0.5),
@@ -453,6 +511,71 @@ def _tilt(rng: np.random.Generator) -> float:
     return float(rng.uniform(0, 25) if rng.random() < 0.7 else rng.uniform(25, 70))
 
 
+SMALLS = {"low": (8, 16), "medium": (20, 35), "high": (35, 60)}
+
+
+def _smalls(shape: LocalShape, rng: np.random.Generator, L: float, W: float, n: int) -> None:
+    """Many small odds and ends drawn straight into the bag's frame (no resampling): pins and
+    short wires, rivets and screw heads, split rings, plastic bits, zip pulls, cable ends and
+    coins. Items of one kind are rasterised together."""
+    pts = rng.uniform(-0.47, 0.47, (n, 2)) * [L, W]
+    kinds = rng.integers(0, 8, n)
+    sizes = rng.uniform(0.5, 1.5, n)
+    ang = rng.uniform(0, np.pi, n)
+    d = np.stack([np.cos(ang), np.sin(ang)], 1)
+    perp = d[:, ::-1] * [1, -1]
+    sel = {k: kinds == k for k in range(8)}
+    k0 = sel[0]
+    pins = np.stack([pts[k0], pts[k0] + d[k0] * sizes[k0, None] * 4], 1)
+    shape.wires("steel", list(pins[sizes[k0] < 1]), 0.15)
+    shape.wires("copper", list(pins[sizes[k0] >= 1]), 0.25)
+    shape.discs("steel", pts[sel[1]], 0.2 + 0.2 * sizes[sel[1]], 0.3)
+    t = np.linspace(0, 2 * np.pi, 13)[:, None]
+    circ = np.concatenate([np.cos(t), np.sin(t)], 1)
+    rings = [p + (0.4 * sz + 0.2) * circ for p, sz in zip(pts[sel[2]], sizes[sel[2]], strict=True)]
+    shape.wires("steel", rings, 0.12)
+    k3 = sel[3]
+    s3 = sizes[k3, None]
+    tri = np.stack([pts[k3] - d[k3] * s3 * 2, pts[k3] + d[k3] * s3 * 2, pts[k3] + perp[k3] * s3], 1)
+    shape.polygons("abs", list(tri), 0.5)
+    k4 = sel[4]
+    a4, b4 = d[k4] * (0.3 * sizes[k4, None] + 0.2), perp[k4] * (0.6 * sizes[k4, None] + 0.2)
+    pulls = np.stack(
+        [pts[k4] - a4 - b4, pts[k4] + a4 - b4, pts[k4] + a4 + b4, pts[k4] - a4 + b4], 1
+    )
+    shape.polygons("steel", list(pulls), 0.15)
+    k5 = sel[5]
+    s5 = sizes[k5, None]
+    ends = list(
+        np.stack([pts[k5], pts[k5] + d[k5] * s5 * 3, pts[k5] + d[k5] * s5 * 5 + perp[k5] * s5], 1)
+    )
+    shape.wires("pvc", ends, 0.35)
+    shape.wires("copper", ends, 0.08)
+    k6 = sel[6]
+    shape.discs(
+        ("copper", "brass", "steel")[int(rng.integers(3))], pts[k6], 0.8 + 0.3 * sizes[k6], 0.18
+    )
+    k7 = sel[7]
+    for p, sz in zip(pts[k7], sizes[k7], strict=True):  # plastic buckles or caps
+        shape.disc("polyethylene", p[0], p[1], 0.5 + 0.6 * sz, 0.8, inner=0.3 * sz)
+
+
+def _texture(scene: Scene, rng: np.random.Generator) -> None:
+    """Folds and weave make textiles and paper uneven: modulate their path lengths by ±35 %
+    smooth noise (a few pixels in scale), so flat regions show the texture real scans have."""
+    names = [m for m in ("cotton", "paper", "nylon", "leather") if m in scene.maps]
+    if not names:
+        return
+    h, w = scene.height, scene.width
+    small = rng.standard_normal((h // 4 + 1, w // 4 + 1)).astype(np.float32)
+    noise = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[:h, :w]
+    np.clip(noise, -2.5, 2.5, out=noise)
+    noise *= np.float32(0.14)
+    noise += np.float32(1.0)
+    for m in names:
+        scene.maps[m] *= noise
+
+
 def build_baggage(
     rng: np.random.Generator,
     size_hw: tuple[int, int],
@@ -467,18 +590,21 @@ def build_baggage(
     if clutter not in CLUTTER_ITEMS:
         raise ValueError(f"clutter: expected one of {sorted(CLUTTER_ITEMS)}, got {clutter!r}")
     H, W = size_hw
-    L, Wd = rng.uniform(55, 78), rng.uniform(36, 50)
+    L, Wd = rng.uniform(52, 75), rng.uniform(38, 55)
     angle = float(
         rng.choice([0.0, 90.0]) + rng.normal(0, 12) if rng.random() < 0.8 else rng.uniform(-60, 60)
     )
     a = math.radians(angle)
     ext_x = abs(L * math.cos(a)) + abs(Wd * math.sin(a)) + 8
     ext_y = abs(L * math.sin(a)) + abs(Wd * math.cos(a)) + 8
-    pc = max(ext_x / (W * rng.uniform(0.9, 1.0)), ext_y / (H * rng.uniform(0.9, 1.0)))
+    pc = max(ext_x / (W * rng.uniform(0.95, 1.06)), ext_y / (H * rng.uniform(0.95, 1.06)))
     cx = W / 2 + rng.uniform(-0.04, 0.04) * W
     cy = H / 2 + rng.uniform(-0.04, 0.04) * H
     scene = Scene(H, W, pc)
-    scene.add(place(_shell(rng, pc, L, Wd), (cx, cy), angle))
+    shell = _shell(rng, pc, L, Wd, angle)
+    lo, hi = SMALLS[clutter]
+    _smalls(shell, rng, L * 0.95, Wd * 0.95, int(rng.integers(lo, hi + 1)))
+    scene.add(place(shell, (cx, cy)))  # drawn rotated already: pasted without resampling
     frame = BagFrame(cx, cy, angle, L / 2 / pc, Wd / 2 / pc)
 
     lo, hi = CLUTTER_ITEMS[clutter]
@@ -496,6 +622,7 @@ def build_baggage(
         annotate = annotate_benign and name in BENIGN_ANNOTATED
         scene.add(placed, category=name if annotate else None, is_threat=False)
 
+    _texture(scene, rng)
     if with_threat:
         n = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
         for _ in range(n):

@@ -23,20 +23,33 @@ import numpy as np
 
 # Path lengths below this (cm) do not count towards an object's mask.
 MASK_EPS_CM = 0.02
+_T16 = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+_UNIT_16GON = np.stack([np.cos(_T16), np.sin(_T16)], 1)
 
 
 class LocalShape:
-    """An object in its own upright frame: per-material path-length layers (cm).
+    """An object in its own frame: per-material path-length layers (cm).
 
     Args:
-        width_cm, height_cm: extent of the canvas (the object must fit inside).
+        width_cm, height_cm: extent of the object's frame (the object must fit inside).
         pixel_cm: size of one pixel in cm (the same scale as the target image).
+        angle_deg: draw already rotated by this in-plane angle (the canvas grows to the
+            rotated bounding box). Large shapes such as a bag shell are drawn this way and then
+            placed without resampling; small objects are drawn upright and rotated by
+            :func:`place`.
     """
 
-    def __init__(self, width_cm: float, height_cm: float, pixel_cm: float) -> None:
+    def __init__(
+        self, width_cm: float, height_cm: float, pixel_cm: float, angle_deg: float = 0.0
+    ) -> None:
         self.pixel_cm = float(pixel_cm)
-        self.w = max(3, int(math.ceil(width_cm / pixel_cm)) + 2)
-        self.h = max(3, int(math.ceil(height_cm / pixel_cm)) + 2)
+        self.angle = float(angle_deg) % 360.0
+        a = math.radians(self.angle)
+        self._cos, self._sin = math.cos(a), math.sin(a)
+        ext_w = abs(width_cm * self._cos) + abs(height_cm * self._sin)
+        ext_h = abs(width_cm * self._sin) + abs(height_cm * self._cos)
+        self.w = max(3, int(math.ceil(ext_w / pixel_cm)) + 2)
+        self.h = max(3, int(math.ceil(ext_h / pixel_cm)) + 2)
         self.cx = (self.w - 1) / 2.0
         self.cy = (self.h - 1) / 2.0
         self.layers: dict[str, np.ndarray] = {}
@@ -53,9 +66,27 @@ class LocalShape:
     def to_px(self, pts_cm: np.ndarray) -> np.ndarray:
         """``(N, 2)`` local cm ``(x, y)`` -> ``(N, 2)`` float canvas pixels."""
         pts = np.asarray(pts_cm, np.float64).reshape(-1, 2)
-        return np.stack(
-            [pts[:, 0] / self.pixel_cm + self.cx, pts[:, 1] / self.pixel_cm + self.cy], 1
-        )
+        if self.angle:
+            c, s = self._cos, self._sin
+            pts = pts @ np.array([[c, s], [-s, c]])
+        return pts * (1.0 / self.pixel_cm) + (self.cx, self.cy)
+
+    def _grid(self, x0: float, y0: float, x1: float, y1: float):
+        """Window covering the local cm rectangle and the local ``(u, v)`` cm coordinates of
+        its pixel centres: 1-D ``(xs, ys)`` when upright, 2-D arrays when drawn rotated."""
+        if not self.angle:
+            return self._window(x0, y0, x1, y1)
+        px = self.to_px(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+        c0 = max(0, int(math.floor(px[:, 0].min())))
+        c1 = max(c0, min(self.w, int(math.ceil(px[:, 0].max())) + 1))
+        r0 = max(0, int(math.floor(px[:, 1].min())))
+        r1 = max(r0, min(self.h, int(math.ceil(px[:, 1].max())) + 1))
+        gx = (np.arange(c0, c1, dtype=np.float32) - self.cx) * self.pixel_cm
+        gy = (np.arange(r0, r1, dtype=np.float32) - self.cy) * self.pixel_cm
+        c, s = np.float32(self._cos), np.float32(self._sin)
+        u = c * gx[None, :] + s * gy[:, None]
+        v = c * gy[:, None] - s * gx[None, :]
+        return slice(r0, r1), slice(c0, c1), u, v
 
     def _window(
         self, x0: float, y0: float, x1: float, y1: float
@@ -72,22 +103,22 @@ class LocalShape:
     # -- primitives ------------------------------------------------------------------------
     def box(self, material: str, cx: float, cy: float, w: float, h: float, depth: float) -> None:
         """Rectangular block, axis-aligned in the local frame: constant path ``depth``."""
-        rs, cs, _, _ = self._window(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        rs, cs, u, v = self._grid(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         # partial coverage at the borders keeps thin plates visible at any resolution
-        self._coverage_box(material, cx, cy, w, h, depth, rs, cs)
-
-    def _coverage_box(self, material, cx, cy, w, h, depth, rs, cs) -> None:
         pc = self.pixel_cm
-        xs = (np.arange(cs.start, cs.stop, dtype=np.float32) - self.cx) * pc
-        ys = (np.arange(rs.start, rs.stop, dtype=np.float32) - self.cy) * pc
-        fx = np.clip((w / 2 + pc / 2 - np.abs(xs - cx)) / pc, 0, 1)
-        fy = np.clip((h / 2 + pc / 2 - np.abs(ys - cy)) / pc, 0, 1)
-        self.layer(material)[rs, cs] += depth * fy[:, None] * fx[None, :]
+        fx = np.clip((w / 2 + pc / 2 - np.abs(u - cx)) / pc, 0, 1)
+        fy = np.clip((h / 2 + pc / 2 - np.abs(v - cy)) / pc, 0, 1)
+        if u.ndim == 1:
+            self.layer(material)[rs, cs] += depth * fy[:, None] * fx[None, :]
+        else:
+            self.layer(material)[rs, cs] += depth * fy * fx
 
     def ellipsoid(self, material: str, cx: float, cy: float, a: float, b: float, c: float) -> None:
         """Ellipsoid with semi-axes ``a`` (x), ``b`` (y), ``c`` (along the beam): 2c·sqrt(1-…)."""
-        rs, cs, xs, ys = self._window(cx - a, cy - b, cx + a, cy + b)
-        q = 1.0 - ((xs[None, :] - cx) / a) ** 2 - ((ys[:, None] - cy) / b) ** 2
+        rs, cs, u, v = self._grid(cx - a, cy - b, cx + a, cy + b)
+        if u.ndim == 1:
+            u, v = u[None, :], v[:, None]
+        q = 1.0 - ((u - cx) / a) ** 2 - ((v - cy) / b) ** 2
         self.layer(material)[rs, cs] += 2.0 * c * np.sqrt(np.clip(q, 0, None))
 
     def cylinder(
@@ -97,22 +128,26 @@ class LocalShape:
 
         Path length across it is the chord ``2·sqrt(r² - y²)`` (minus the inner chord).
         """
-        rs, cs, _, ys = self._window(cx - length / 2, cy - radius, cx + length / 2, cy + radius)
-        dy2 = (ys - cy) ** 2
+        rs, cs, u, v = self._grid(cx - length / 2, cy - radius, cx + length / 2, cy + radius)
+        dy2 = (v - cy) ** 2
         chord = 2.0 * np.sqrt(np.clip(radius**2 - dy2, 0, None))
         if inner > 0:
             chord -= 2.0 * np.sqrt(np.clip(inner**2 - dy2, 0, None))
         pc = self.pixel_cm
-        xs = (np.arange(cs.start, cs.stop, dtype=np.float32) - self.cx) * pc
-        fx = np.clip((length / 2 + pc / 2 - np.abs(xs - cx)) / pc, 0, 1)
-        self.layer(material)[rs, cs] += chord[:, None] * fx[None, :]
+        fx = np.clip((length / 2 + pc / 2 - np.abs(u - cx)) / pc, 0, 1)
+        if u.ndim == 1:
+            self.layer(material)[rs, cs] += chord[:, None] * fx[None, :]
+        else:
+            self.layer(material)[rs, cs] += chord * fx
 
     def disc(
         self, material: str, cx: float, cy: float, radius: float, depth: float, inner: float = 0.0
     ) -> None:
         """Cylinder standing along the beam (coin, ring, cell seen end-on): path ``depth``."""
-        rs, cs, xs, ys = self._window(cx - radius, cy - radius, cx + radius, cy + radius)
-        r = np.sqrt((xs[None, :] - cx) ** 2 + (ys[:, None] - cy) ** 2)
+        rs, cs, u, v = self._grid(cx - radius, cy - radius, cx + radius, cy + radius)
+        if u.ndim == 1:
+            u, v = u[None, :], v[:, None]
+        r = np.sqrt((u - cx) ** 2 + (v - cy) ** 2)
         cov = np.clip((radius - r) / self.pixel_cm + 0.5, 0, 1)
         if inner > 0:
             cov = cov * np.clip((r - inner) / self.pixel_cm + 0.5, 0, 1)
@@ -128,10 +163,11 @@ class LocalShape:
 
     def _raster_window(self, px: np.ndarray, pad: float) -> tuple[int, int, int, int]:
         """Canvas window ``(r0, r1, c0, c1)`` around pixel points ``px`` plus ``pad`` pixels."""
-        c0 = max(0, int(np.floor(px[:, 0].min() - pad)) - 1)
-        c1 = min(self.w, int(np.ceil(px[:, 0].max() + pad)) + 2)
-        r0 = max(0, int(np.floor(px[:, 1].min() - pad)) - 1)
-        r1 = min(self.h, int(np.ceil(px[:, 1].max() + pad)) + 2)
+        (xmin, ymin), (xmax, ymax) = px.min(0), px.max(0)
+        c0 = max(0, int(math.floor(xmin - pad)) - 1)
+        c1 = min(self.w, int(math.ceil(xmax + pad)) + 2)
+        r0 = max(0, int(math.floor(ymin - pad)) - 1)
+        r1 = min(self.h, int(math.ceil(ymax + pad)) + 2)
         return r0, max(r0, r1), c0, max(c0, c1)
 
     def _draw(
@@ -143,7 +179,8 @@ class LocalShape:
         if r1 <= r0 or c1 <= c0:
             return
         mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
-        pts = [np.round((p - [c0, r0]) * 16).astype(np.int32) for p in polys_px]
+        off = np.array([c0, r0], np.float64)
+        pts = [((p - off) * 16 + 0.5).astype(np.int32) for p in polys_px]
         if line is None:
             cv2.fillPoly(mask, pts, 255, lineType=cv2.LINE_AA, shift=4)
         else:
@@ -160,6 +197,25 @@ class LocalShape:
         # a wire thinner than a pixel spreads its area over the pixel it crosses
         scale = (math.pi / 4) * diameter * min(1.0, diameter / (thick * self.pixel_cm))
         self._draw(material, [self.to_px(pts_cm)], scale, thick, False)
+
+    def wires(self, material: str, polylines_cm: list, diameter: float) -> None:
+        """Several wires of one material and diameter in a single rasterisation (where they
+        cross, the path is that of one wire, not the sum)."""
+        if not polylines_cm:
+            return
+        thick = max(1, int(round(diameter / self.pixel_cm)))
+        scale = (math.pi / 4) * diameter * min(1.0, diameter / (thick * self.pixel_cm))
+        self._draw(material, [self.to_px(p) for p in polylines_cm], scale, thick, False)
+
+    def discs(self, material: str, centers_cm, radii_cm, depth: float) -> None:
+        """Several small discs (coins, rivets, screw heads) of one material and depth as
+        16-gons in a single rasterisation; for isolated small discs, cheaper than ``disc``."""
+        centers = np.asarray(centers_cm, np.float64).reshape(-1, 2)
+        if centers.size == 0:
+            return
+        radii = np.broadcast_to(np.asarray(radii_cm, np.float64), (len(centers),))
+        polys = centers[:, None, :] + radii[:, None, None] * _UNIT_16GON[None, :, :]
+        self._fill(material, list(polys), depth)
 
     def band(self, material: str, pts_cm, width: float, depth: float, closed: bool = True) -> None:
         """Wall seen edge-on along the polyline ``pts_cm``: path ``depth`` over ``width`` cm.
@@ -212,8 +268,7 @@ def rotate_points(pts: np.ndarray, angle_deg: float) -> np.ndarray:
     is negative because y points down; only consistency matters here)."""
     a = math.radians(angle_deg)
     c, s = math.cos(a), math.sin(a)
-    pts = np.asarray(pts, np.float64)
-    return np.stack([pts[:, 0] * c - pts[:, 1] * s, pts[:, 0] * s + pts[:, 1] * c], 1)
+    return np.asarray(pts, np.float64) @ np.array([[c, s], [-s, c]])
 
 
 def place(
