@@ -4,8 +4,9 @@ INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel, a
 uint8 and weights int8 (on this CPU family the fast combination; QOperator and dynamic
 quantisation are slower than FP32), calibrated on real or generated scans read through
 :mod:`xscan.imageio` and :func:`xscan.preprocess.prepare`. The decode tail (sigmoid, peak
-finding, top-K, box gathering: every node after which no Conv/Gemm/MatMul follows) stays
-FP32, so only the network is quantised and scores/boxes keep full precision.
+finding, top-K, box gathering: every node after which no Conv/Gemm/MatMul follows) and the
+head's output convolutions stay FP32, so the network body is quantised while logits,
+scores and boxes keep full precision.
 
 FP16 (for GPUs): ``onnxruntime.transformers.float16.convert_float_to_float16`` with FP32 IO
 (``keep_io_types``) and the same tail kept in FP32.
@@ -34,24 +35,34 @@ _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def tail_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes from which no weight layer (Conv/Gemm/MatMul) is reachable: the
-    decode/post-processing tail that should stay in floating point."""
+    """Names of the nodes to keep in floating point: the decode/post-processing tail (nodes
+    from which no weight layer is reachable) and the last weight layers that feed only that
+    tail (the head's output convolutions: quantising their outputs would put 8-bit steps
+    into the logits and create ties between neighbouring heatmap peaks)."""
+    nodes = model.graph.node
     consumers: dict[str, list[int]] = {}
-    for i, node in enumerate(model.graph.node):
+    for i, node in enumerate(nodes):
         for name in node.input:
             consumers.setdefault(name, []).append(i)
-    nodes = model.graph.node
+    graph_outputs = {o.name for o in model.graph.output}
     feeds_weights = [False] * len(nodes)
     # Nodes are topologically sorted in a valid ONNX graph: walk backwards.
     for i in range(len(nodes) - 1, -1, -1):
-        node = nodes[i]
-        below = (j for out in node.output for j in consumers.get(out, ()))
+        below = [j for out in nodes[i].output for j in consumers.get(out, ())]
         feeds_weights[i] = any(nodes[j].op_type in _WEIGHT_OPS or feeds_weights[j] for j in below)
-    return [
-        n.name
-        for n, f in zip(nodes, feeds_weights, strict=True)
-        if not f and n.op_type not in _WEIGHT_OPS and n.name
-    ]
+    tail = {i for i, n in enumerate(nodes) if not feeds_weights[i] and n.op_type not in _WEIGHT_OPS}
+    last_weights = {
+        i
+        for i, n in enumerate(nodes)
+        if n.op_type in _WEIGHT_OPS
+        and all(
+            j in tail
+            for out in n.output
+            for j in consumers.get(out, ())
+            if out not in graph_outputs
+        )
+    }
+    return [nodes[i].name for i in sorted(tail | last_weights) if nodes[i].name]
 
 
 # ----------------------------------------------------------------- calibration data

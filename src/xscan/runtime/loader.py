@@ -10,7 +10,7 @@ from xscan.runtime.anomaly import AnomalyScorer
 from xscan.runtime.detector import Detector
 from xscan.runtime.metadata import ModelFileError, spec_from_metadata
 from xscan.runtime.model import OnnxModel
-from xscan.runtime.session import open_session
+from xscan.runtime.session import open_session, resolve_providers
 
 # The models shipped in the repository's models/ folder, by task.
 DEFAULT_MODELS = {"detect": "xscan-detector-baggage.onnx"}
@@ -27,6 +27,7 @@ def load_model(
     ``spec.task``. ``providers``: ``cpu`` (default), ``cuda``, ``tensorrt``, ``openvino`` or
     full onnxruntime names; an unavailable one raises. Other keyword arguments (``tiling``,
     ``max_downscale``, ``batch_size``) go to :class:`OnnxModel`."""
+    resolve_providers(providers)  # an unavailable provider fails before the file is read
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import argparse
+import json
+
+import onnx
+import pytest
+
+from xscan.export.commands import _int8, twin_path
+from xscan.export.gate import GateError, int8_gate, load_labelled
+from xscan.export.quantize import PRECISION_KEY, calibration_images, quantize_int8, tail_nodes
+from xscan.runtime import load_model
+
+
+@pytest.fixture(scope="module")
+def int8_path(tiny_export, labelled_folder, tmp_path_factory):
+    calib = calibration_images(labelled_folder, tiny_export.spec, limit=8)
+    return quantize_int8(tiny_export.path, tmp_path_factory.mktemp("q") / "tiny.int8.onnx", calib)
+
+
+def test_int8_graph_is_qdq_with_a_float_decode_tail(tiny_export, int8_path):
+    m = onnx.load(str(int8_path))
+    ops = [n.op_type for n in m.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "QLinearConv" not in ops  # QDQ format, not QOperator
+    produced_by_dq = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    decode_ops = {"Sigmoid", "MaxPool", "TopK", "GatherElements", "Softplus"}
+    decode = [n for n in m.graph.node if n.op_type in decode_ops]
+    assert {n.op_type for n in decode} >= {"Sigmoid", "TopK", "GatherElements"}
+    for n in decode:  # logits, scores and boxes are never 8-bit
+        assert not produced_by_dq & set(n.input), f"{n.name} reads quantised data"
+    assert set(tail_nodes(onnx.load(str(tiny_export.path)))) >= {
+        n.name for n in onnx.load(str(tiny_export.path)).graph.node if n.op_type == "TopK"
+    }
+    props = {p.key: p.value for p in m.metadata_props}
+    assert props[PRECISION_KEY] == "int8"
+    assert load_model(int8_path).spec == load_model(tiny_export.path).spec
+
+
+def test_gate_decides_by_the_measured_drop(tiny_export, int8_path, labelled_folder):
+    report = int8_gate(tiny_export.path, int8_path, max_drop=1.0, data=labelled_folder)
+    assert report.ap50_fp32 == pytest.approx(1.0)  # labels are the FP32 model's detections
+    assert report.drop == pytest.approx(report.ap50_fp32 - report.ap50_int8)
+    assert report.n_objects == sum(
+        len(s.labels) for s in load_labelled(labelled_folder, tiny_export.spec)
+    )
+    above = int8_gate(tiny_export.path, int8_path, report.drop + 1e-3, data=labelled_folder)
+    below = int8_gate(tiny_export.path, int8_path, report.drop - 1e-3, data=labelled_folder)
+    assert above.passed and not below.passed
+    assert "AP50 fp32 100.00" in below.summary()
+
+
+def _args(calib, gate):
+    return argparse.Namespace(calib=str(calib), calib_count=8, gate_data=str(gate))
+
+
+def test_int8_written_with_card_when_the_gate_passes(tiny_export, labelled_folder, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(tiny_export.path.read_bytes())
+    settings = {"precision": "fp32"}
+    _int8(out, tiny_export.spec, settings, _args(labelled_folder, labelled_folder), 1.0, None)
+    path = twin_path(out, "int8")
+    assert path.is_file()
+    card = json.loads((tmp_path / "m.int8.card.json").read_text())
+    assert card["export"]["precision"] == "int8" and card["int8_gate"]["passed"]
+    assert "INT8 accuracy gate" in (tmp_path / "m.int8.card.md").read_text()
+
+
+def test_int8_refused_leaves_no_file(tiny_export, labelled_folder, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(tiny_export.path.read_bytes())
+    with pytest.raises(GateError, match=r"INT8 model not written: AP50 fp32 .*drop"):
+        _int8(out, tiny_export.spec, {}, _args(labelled_folder, labelled_folder), -0.5, None)
+    assert not twin_path(out, "int8").exists()
+    assert not (tmp_path / "m.int8.card.json").exists()
