@@ -34,7 +34,10 @@ class Scanner:
     ``energy_kev`` ``(E,)`` is the common energy grid; ``weight_low``/``weight_high`` ``(E,)`` are
     each channel's detected signal per bin in air (photons × deposited energy), normalised to
     sum to 1, so a slab transmits ``T = Σ_E w(E) exp(−μ(E) ρ t)``.
-    ``quanta_low``/``quanta_high`` are the noise-equivalent photon counts per pixel in air.
+    ``quanta_low``/``quanta_high`` are the noise-equivalent photon counts per pixel in air, from
+    ``photons_per_pixel`` incident photons and the channel's Swank factor
+    (:func:`~xscan.synth.spectra.effective_quanta`). Vary detector settings with
+    ``dataclasses.replace`` (e.g. ``replace(get_scanner("baggage"), focal_blur_sigma_px=1.2)``).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Scanner:
     weight_high: np.ndarray = field(repr=False)
     quanta_low: float
     quanta_high: float
+    photons_per_pixel: float = 0.0
     focal_blur_sigma_px: float = 0.7
     gain_sigma: float = 0.004
     pulse_sigma: float = 0.0
@@ -86,6 +90,7 @@ def baggage_scanner(kvp: int = 160, photons_per_pixel: float = 2.0e4) -> Scanner
         weight_high=w_hi,
         quanta_low=q_lo * photons_per_pixel,
         quanta_high=q_hi * photons_per_pixel,
+        photons_per_pixel=photons_per_pixel,
         focal_blur_sigma_px=0.7,
         gain_sigma=0.004,
         description=f"{kvp} kVp W tube, CsI 0.3 mm / Cu 0.6 mm / CsI 4 mm sandwich detector",
@@ -109,6 +114,7 @@ def cargo_scanner(mv_low: int = 6, mv_high: int = 9, photons_per_pixel: float = 
         weight_high=w_hi,
         quanta_low=q_lo * photons_per_pixel,
         quanta_high=q_hi * photons_per_pixel,
+        photons_per_pixel=photons_per_pixel,
         focal_blur_sigma_px=1.0,
         gain_sigma=0.003,
         pulse_sigma=0.004,
