@@ -264,7 +264,7 @@ def test_class_list_from_mixed_sources_and_synth_tip(tmp_path):
     assert names == ["knife", "scissors", "lighter", "power_bank", "liquid_container", "phone"]
     spec = _spec(classes=tuple(names))
     lib = ThreatLibrary.from_synth(["knife"], per_category=1, seed=0)
-    assert lib.patches[0].image.shape[2] == 3 and lib.patches[0].mask.any()
+    assert lib.patches[0].image.shape[2] == 2 and lib.patches[0].mask.any()  # raw low/high
     assert lib.patches[0].image[~lib.patches[0].mask].min() == 1.0  # air around the threat
     write_image(tmp_path / "bg" / "N0.jpg", w=120, h=90, seed=1)
     ds = build_dataset(
@@ -286,6 +286,13 @@ def test_class_list_from_mixed_sources_and_synth_tip(tmp_path):
     )
     image, t = ds[0]
     _check_item(image, t, spec)
+    # into a false-colour scan through the palette: only pixels under the threat change
+    gen = ds.sources[0].gen
+    s = gen.sample(11)
+    bg = to_unit_float(read_image(tmp_path / "bg" / "N0.jpg"))
+    changed = np.abs(s.image - bg).max(axis=2) > 1e-6
+    assert changed.any() and not (changed & ~s.masks[0]).any()
+    np.testing.assert_array_equal(s.boxes[0], _mask_box(s.masks[0]))
     # the library renders every model class the generator can draw
     from xscan.synth.threats import THREAT_BUILDERS
 

@@ -148,11 +148,7 @@ def _library(spec_: Any, spec: ModelSpec, seed: int, raw: bool) -> ThreatLibrary
                 f"renderable: {sorted(THREAT_BUILDERS)}"
             )
         return ThreatLibrary.from_synth(
-            cats,
-            int(spec_.get("per_category", 8)),
-            seed,
-            spec_.get("scanner", "baggage"),
-            spec.modality,
+            cats, int(spec_.get("per_category", 8)), seed, spec_.get("scanner", "baggage")
         )
     col = load_dataset(kind, spec_["path"], spec_.get("split"))
     labels = spec_.get("labels") or list(spec.class_names)

@@ -8,9 +8,11 @@ benign scan per seed, returning a :class:`~xscan.data.torch_dataset.Sample` with
 mask for every new object.
 
 Projection multiplies transmissions, ``T = T_background * T_threat``: attenuations add along a
-ray (Beer-Lambert), so an item placed in a bag darkens it exactly as a real one would. Applied
-to 8-bit false colour it is the usual multiplicative TIP approximation; applied to raw
-low/high pairs it is exact.
+ray (Beer-Lambert), so an item placed in a bag darkens it as a real one would. Into raw
+low/high backgrounds that product is exact; rendered threats go into false-colour scans
+(e.g. real SIXray) through the generator's palette inversion
+(:func:`xscan.synth.tip.project_false_color`); patches cut from false-colour scans are
+multiplied channel by channel, the usual TIP approximation.
 
 Placement is controlled by ``TIP_DEFAULTS``: count, size relative to the scan, ``inside``
 (threat centre on bag, not air) or ``uniform`` placement, a target occlusion range (fraction of
@@ -50,11 +52,13 @@ DENSE = 0.7  # -ln T above which the background counts as dense clutter
 @dataclass
 class ThreatPatch:
     """``image``: ``(h, w, C) float32`` in (0, 1], 1 outside the threat (C = 3 false colour,
-    2 raw low/high, 1 gray); ``mask``: ``(h, w) bool``; ``label``: class name."""
+    2 raw low/high transmissions, 1 gray); ``mask``: ``(h, w) bool``; ``label``: class name;
+    ``scanner``: the scanner model a raw patch was rendered for."""
 
     image: np.ndarray
     mask: np.ndarray
     label: str
+    scanner: str = "baggage"
 
 
 def _float_image(img: np.ndarray) -> np.ndarray:
@@ -106,10 +110,10 @@ class ThreatLibrary:
         per_category: int = 8,
         seed: int = 0,
         scanner: str = "baggage",
-        modality: str = "false_color",
         pixel_cm: float = 0.15,
     ) -> ThreatLibrary:
-        """Threats rendered by :func:`xscan.synth.generator.render_threat_patch`."""
+        """Threats rendered by :func:`xscan.synth.generator.render_threat_patch`, kept as raw
+        low/high transmissions so each background type gets its own projection."""
         from xscan.synth.generator import render_threat_patch
 
         out = []
@@ -117,18 +121,9 @@ class ThreatLibrary:
             for j in range(per_category):
                 s = int(np.random.SeedSequence([seed, k, j]).generate_state(1)[0] & 0x7FFFFFFF)
                 low, high, mask = render_threat_patch(cat, s, scanner, pixel_cm)
-                out.append(ThreatPatch(_synth_image(low, high, modality, scanner), mask, cat))
+                pair = np.stack([low, high], axis=-1).astype(np.float32)
+                out.append(ThreatPatch(pair, mask, cat, scanner))
         return cls(out)
-
-
-def _synth_image(low: np.ndarray, high: np.ndarray, modality: str, scanner: str) -> np.ndarray:
-    if modality == "raw_dual":
-        return np.stack([low, high], axis=-1).astype(np.float32)
-    if modality == "gray":
-        return high.astype(np.float32)[:, :, None]
-    from xscan.synth.colormap import false_color
-
-    return to_unit_float(false_color(low, high, scanner))
 
 
 def _cut(img: np.ndarray, box: Sequence[float], mask: np.ndarray | None, label: str) -> ThreatPatch:
@@ -232,7 +227,7 @@ class TipGenerator:
         self, image: np.ndarray, patch: ThreatPatch, boxes: list, rng: np.random.Generator
     ) -> tuple[np.ndarray, tuple, np.ndarray, float] | None:
         H, W = image.shape[:2]
-        pimg, pmask = _fit(patch, image.shape[2], rng, self.p, min(H, W))
+        pimg, pmask = _fit(patch, rng, self.p, min(H, W))
         ph, pw = pmask.shape
         if ph >= H or pw >= W:
             return None
@@ -260,8 +255,7 @@ class TipGenerator:
             return None
         _, y0, x0, occ = best
         out = image  # the caller's working copy
-        region = out[y0 : y0 + ph, x0 : x0 + pw]
-        region *= np.where(pmask[:, :, None], pimg, 1.0)
+        _project(out[y0 : y0 + ph, x0 : x0 + pw], pimg, pmask, patch.scanner)
         full = np.zeros((H, W), bool)
         full[y0 : y0 + ph, x0 : x0 + pw] = pmask
         ys, xs = np.nonzero(pmask)
@@ -294,8 +288,31 @@ def _shrink(
     return out, boxes * np.float32(s), masks
 
 
+def _project(region: np.ndarray, pimg: np.ndarray, pmask: np.ndarray, scanner: str) -> None:
+    """Multiply a threat into ``region`` (a view of the background, float in [0, 1]).
+
+    Raw low/high patches go into false-colour backgrounds through the generator's palette
+    inversion (:func:`xscan.synth.tip.project_false_color`), into raw backgrounds by the exact
+    product of transmissions, and into gray ones through their high-energy channel. False-colour
+    and gray patches (cut from scans) are multiplied channel by channel.
+    """
+    c_bg, c_p = region.shape[2], pimg.shape[2]
+    if c_p == 2 and c_bg == 3:
+        from xscan.synth.tip import project_false_color
+
+        rgb = np.round(region * 255.0).astype(np.uint8)
+        out = project_false_color(rgb, pimg[:, :, 0], pimg[:, :, 1], 0, 0, scanner)
+        region[pmask] = out[pmask].astype(np.float32) / 255.0
+        return
+    if c_p == 2 and c_bg == 1:
+        pimg = pimg[:, :, 1:2]
+    elif c_p != c_bg:
+        pimg = pimg.mean(axis=2, keepdims=True)  # broadcast one transmission over channels
+    region *= np.where(pmask[:, :, None], pimg, 1.0)
+
+
 def _fit(
-    patch: ThreatPatch, channels: int, rng: np.random.Generator, p: dict, short: int
+    patch: ThreatPatch, rng: np.random.Generator, p: dict, short: int
 ) -> tuple[np.ndarray, np.ndarray]:
     img, mask = patch.image, patch.mask
     if p["rotate"]:
@@ -312,12 +329,9 @@ def _fit(
         cv2.resize(np.ascontiguousarray(mask, np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     )
     img = img.reshape(mask.shape[0], mask.shape[1], -1)
-    if img.shape[2] != channels:
-        img = (
-            np.repeat(img.mean(axis=2, keepdims=True), channels, axis=2)
-            if channels in (1, 3)
-            else img[:, :, :channels]
-        )
+    if img.shape[2] == 2:  # raw: the object is wherever it attenuates (rim pixels included)
+        mask = (img < 1.0 - 1e-3).any(axis=2)
+        img[~mask] = 1.0
     if not mask.any():
         mask[mask.shape[0] // 2, mask.shape[1] // 2] = True
     return img, mask
