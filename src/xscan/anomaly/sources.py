@@ -152,13 +152,17 @@ def _coco_loader(root: Path, im: dict, anns: list[dict], modality: str):
 
 
 def _synth(params: dict[str, Any], modality: str, where: str) -> list[ScanRef]:
-    from xscan.synth.generator import generate_scan
+    from xscan.synth.generator import SynthOptions, generate_scan
 
     kind = params.get("kind", "cargo")
     size = tuple(int(s) for s in params.get("size", [1024, 2048]))
     count = int(params.get("count", 32))
     seed = int(params.get("seed", 0))
-    options = dict(params.get("options", {}))
+    try:
+        options = SynthOptions(**dict(params.get("options", {})))
+        options.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}.params.options: {e}") from e
 
     def loader(i: int):
         def load() -> LabelledScan:

@@ -3,8 +3,8 @@
 Steps (each a plain function):
 
 1. benign training crops from ``data.train`` (scans with a threat label are refused; a scan
-   larger than twice the input is cut into random crops of ``model.input_size`` at native
-   resolution, like the runtime's tiles; a smaller one is letterboxed whole);
+   larger than twice the input is cut into the runtime's own tiles of ``model.input_size`` at
+   native resolution plus random crops; a smaller one is letterboxed whole);
 2. fit: ``anomaly_patchcore`` fills a memory bank with patch features and compresses it by a
    greedy k-center coreset to ``train.extra.memory_bank_size`` rows (the size goes into
    ``spec.arch_params``); ``anomaly_stfpm`` trains its student for ``train.epochs``;
@@ -13,7 +13,8 @@ Steps (each a plain function):
    ``eval.far_targets``, the default at ``eval.default_far``;
 4. write ``OUT/model.pt`` (checkpoint with the calibrated spec) and ``OUT/calibration.json``.
 
-``train.extra`` options: ``memory_bank_size`` (4096), ``crops_per_scan`` (16),
+``train.extra`` options: ``memory_bank_size`` (4096), ``crops_per_scan`` (16, random crops
+besides the runtime's tiles when ``tile_grid``, default true),
 ``patches_per_crop`` (256, random patches of each crop kept before the coreset),
 ``coreset_proj_dim`` (128), ``pretrain`` (backbone self-supervised pretraining, see
 :mod:`xscan.models.anomaly_backbone`).
@@ -35,7 +36,7 @@ from xscan.anomaly.sources import LabelledScan, iter_scans, scan_refs
 from xscan.config import ExperimentConfig, save_resolved
 from xscan.metrics.anomaly import calibrate
 from xscan.preprocess import letterbox, to_modality
-from xscan.runtime.tiling import should_tile
+from xscan.runtime.tiling import should_tile, tile_grid
 from xscan.spec import ModelSpec
 from xscan.train.checkpoint import save_checkpoint, weights_sha256
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 EXTRA_DEFAULTS: dict[str, Any] = {
     "memory_bank_size": 4096,
     "crops_per_scan": 16,
+    "tile_grid": True,
     "patches_per_crop": 256,
     "coreset_proj_dim": 128,
     "pretrain": {},
@@ -61,17 +63,24 @@ def extra_options(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def scan_crops(
-    scan: LabelledScan, spec: ModelSpec, n_crops: int, rng: np.random.Generator
+    scan: LabelledScan, spec: ModelSpec, n_crops: int, rng: np.random.Generator, grid: bool = True
 ) -> np.ndarray:
-    """Network inputs ``(n, C, H, W) float32`` in [0, 1] from one scan: random native-resolution
-    crops when the runtime would tile it, else the letterboxed scan (n = 1)."""
+    """Network inputs ``(n, C, H, W) float32`` in [0, 1] from one scan: when the runtime would
+    tile it, its tiles (``grid``) and ``n_crops`` random native-resolution crops; else the
+    letterboxed scan (n = 1)."""
     x = to_modality(scan.image, spec.modality)
     h, w = x.shape[:2]
     th, tw = spec.input_size
     if not should_tile(h, w, spec.input_size):
         inp, _ = letterbox(x, spec.input_size, spec.pad_value, spec.resize)
         return inp.transpose(2, 0, 1)[None]
+    # the runtime's own tiles (what inference will see) plus random crops (other alignments)
     out = []
+    for t in tile_grid(h, w, spec.input_size, spec.tile_overlap) if grid else ():
+        crop, _ = letterbox(
+            x[t.y0 : t.y1, t.x0 : t.x1], spec.input_size, spec.pad_value, spec.resize
+        )
+        out.append(crop.transpose(2, 0, 1))
     for _ in range(n_crops):
         y0 = int(rng.integers(0, max(1, h - th + 1)))
         x0 = int(rng.integers(0, max(1, w - tw + 1)))
@@ -94,7 +103,9 @@ def benign_crops(cfg: ExperimentConfig, opts: dict[str, Any]) -> tuple[np.ndarra
         if scan.label != 0:
             skipped += 1  # benign-only training: scans with a threat are never used
             continue
-        crops.append(scan_crops(scan, spec, int(opts["crops_per_scan"]), rng))
+        crops.append(
+            scan_crops(scan, spec, int(opts["crops_per_scan"]), rng, bool(opts["tile_grid"]))
+        )
         n_scans += 1
     if skipped:
         log.info("skipped %d training scans with a threat (benign-only training)", skipped)
