@@ -3,8 +3,10 @@
 A real ``xscan serve`` process on loopback, driven by async httpx clients from this process.
 Two servers are started side by side, one micro-batching (``--max-batch 8 --max-delay-ms 5``)
 and one not (``--max-batch 1``); for each client count (1, 4, 16, 64) both are measured back
-to back, so that the noise of a shared machine hits both alike. Every answered request is
-checked against the audit log at the end.
+to back, in alternating order, ``--rounds`` times (median throughput, pooled latencies), so
+that the noise of a shared machine hits both alike. The server's CPU time per answered
+request is reported too: it is far less sensitive to other load than throughput is. Every
+answered request is checked against the audit log at the end.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_service.py [--model M.onnx] \\
         [--duration 10] [--soak-minutes 10] [--out results.json]
@@ -129,6 +131,11 @@ class Server:
                 vals[k] = float(v)
         return vals.get("xscan_batch_size_sum", 0.0), vals.get("xscan_batch_size_count", 0.0)
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server process so far (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def audit_records(self) -> int:
         from xscan.serve.audit import count_records
 
@@ -186,15 +193,47 @@ async def load(url: str, data: list[bytes], clients: int, seconds: float) -> dic
         "p99": float(p[2]),
         "codes": codes,
         "transport_errors": errors,
+        "latencies": np.asarray(lat),
     }
 
 
 def measure(server: Server, data: list[bytes], clients: int, seconds: float) -> dict:
     s0, c0 = server.batch_stats()
+    cpu0 = server.cpu_s()
     res = asyncio.run(load(server.url, data, clients, seconds))
+    res["server_cpu_s"] = server.cpu_s() - cpu0
     s1, c1 = server.batch_stats()
-    res["mean_batch"] = (s1 - s0) / max(1.0, c1 - c0)
+    res["batches"] = c1 - c0
+    res["batched_items"] = s1 - s0
     return res
+
+
+def combine(parts: list[dict]) -> dict:
+    """Rounds of one (mode, clients) cell: median throughput, pooled latencies."""
+    lat = np.concatenate([p.pop("latencies") for p in parts]) if parts else np.zeros(0)
+    pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [float("nan")] * 3
+    ok = sum(p["ok"] for p in parts)
+    codes: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["codes"].items():
+            codes[k] = codes.get(k, 0) + v
+        for k, v in p["transport_errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    return {
+        "clients": parts[0]["clients"],
+        "ok": ok,
+        "rps": float(np.median([p["rps"] for p in parts])),
+        "rps_rounds": [round(p["rps"], 1) for p in parts],
+        "p50": float(pct[0]),
+        "p95": float(pct[1]),
+        "p99": float(pct[2]),
+        "mean_batch": sum(p["batched_items"] for p in parts)
+        / max(1.0, sum(p["batches"] for p in parts)),
+        "server_cpu_ms_per_req": 1000.0 * sum(p["server_cpu_s"] for p in parts) / max(1, ok),
+        "codes": codes,
+        "transport_errors": errors,
+    }
 
 
 def loadavg() -> str:
@@ -224,16 +263,21 @@ def run_comparison(model: Path, data: list[bytes], tmp: Path, args: argparse.Nam
     warm = {}
     try:
         for mode, srv in servers.items():  # warm the connections and the code paths
-            warm[mode] = asyncio.run(load(srv.url, data, 4, 2.0))["ok"]
+            warm[mode] = asyncio.run(load(srv.url, data, 16, 3.0))["ok"]
         for clients in args.clients:
-            for mode, srv in servers.items():
-                res = measure(srv, data, clients, args.duration)
+            parts: dict[str, list[dict]] = {mode: [] for mode in servers}
+            for r in range(args.rounds):  # alternate the order: drift hits both modes alike
+                for mode in list(servers)[:: 1 if r % 2 == 0 else -1]:
+                    parts[mode].append(measure(servers[mode], data, clients, args.duration))
+            for mode, cell in parts.items():
+                res = combine(cell)
                 res["mode"] = mode
                 rows.append(res)
                 print(
-                    f"{mode:9s} c={clients:3d} {res['rps']:7.1f} req/s  p50 {res['p50']:7.1f}  "
-                    f"p95 {res['p95']:7.1f}  p99 {res['p99']:7.1f} ms  batch "
-                    f"{res['mean_batch']:.2f}  codes {res['codes']} {res['transport_errors']}",
+                    f"{mode:9s} c={clients:3d} {res['rps']:7.1f} req/s {res['rps_rounds']} "
+                    f"p50 {res['p50']:7.1f}  p95 {res['p95']:7.1f}  p99 {res['p99']:7.1f} ms  "
+                    f"batch {res['mean_batch']:.2f}  cpu {res['server_cpu_ms_per_req']:.1f} "
+                    f"ms/req  codes {res['codes']} {res['transport_errors']}",
                     flush=True,
                 )
         audit = {}
@@ -258,6 +302,7 @@ def run_soak(model: Path, data: list[bytes], tmp: Path, args: argparse.Namespace
         while time.monotonic() < t_end:
             chunk = min(5.0, max(0.5, t_end - time.monotonic()))
             res = asyncio.run(load(srv.url, data, 64, chunk))
+            res.pop("latencies")
             samples.append((time.monotonic() - t_start, srv.rss_mb()))
             total["ok"] += res["ok"]
             for key in ("codes", "transport_errors"):
@@ -293,7 +338,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model")
     ap.add_argument("--clients", default="1,4,16,64")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements per mode and count")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads per server")
     ap.add_argument("--soak-minutes", type=float, default=0.0)
     ap.add_argument("--skip-comparison", action="store_true")
