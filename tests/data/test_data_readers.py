@@ -162,6 +162,8 @@ def test_yolo_and_voc(tmp_path):
     voc = load_dataset("voc", make_voc(tmp_path / "voc"))
     assert len(voc) == 1 and [o.label for o in voc.records[0].objects] == ["wrench", "pliers"]
     assert voc.records[0].objects[0].box == (0.0, 0.0, 20.0, 20.0)
+    with pytest.raises(ValueError, match="voc reader: unknown option"):
+        load_dataset("voc", tmp_path / "voc", series_classes={})
     assert _has(voc, "x2.xml", None, "not valid XML", ERROR)
 
 

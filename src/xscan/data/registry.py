@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,12 @@ def load_dataset(
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: dataset path not found")
-    return readers[kind](p, split=split, taxonomy=taxonomy, **opts)
+    reader = readers[kind]
+    known = set(inspect.signature(reader).parameters) - {"root", "path", "split", "taxonomy"}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ValueError(f"{kind} reader: unknown option(s) {unknown}; known: {sorted(known)}")
+    return reader(p, split=split, taxonomy=taxonomy, **opts)
 
 
 def load_many(
