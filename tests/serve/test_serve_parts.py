@@ -305,3 +305,40 @@ def test_openapi_describes_every_route(toy_detector_onnx):
     paths = {r.path for r in app.routes}
     assert paths == set(ROUTES) == set(openapi_document()["paths"])
     json.dumps(openapi_document())
+
+
+# ------------------------------------------------------------------- in-process app
+
+
+def test_anomaly_model_is_served_through_the_same_app(toy_anomaly_onnx, tmp_path):
+    import httpx
+    from serve_procs import encode, scan_image
+
+    settings = ServeSettings(audit_log=tmp_path / "audit.jsonl", max_batch=4)
+    app = create_app(ModelEngine(toy_anomaly_onnx, threads=1, warmup_batches=(1,)), settings)
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://lane") as client:
+                for _ in range(200):  # the model loads in the background after start-up
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.05)
+                dark = await client.post(
+                    "/v1/inspect?scan_id=a1", content=encode(scan_image(64, 64, dark=0.9))
+                )
+                light = await client.post(
+                    "/v1/inspect", content=encode(scan_image(64, 64, dark=0.05))
+                )
+                spec = (await client.get("/v1/model")).json()["spec"]
+        return dark, light, spec
+
+    dark, light, spec = asyncio.run(run())
+    assert dark.status_code == 200 and light.status_code == 200, dark.text
+    assert spec["task"] == "anomaly"
+    d, li = dark.json(), light.json()
+    assert d["model"]["task"] == "anomaly" and d["detections"] == []
+    assert d["decision"] == "alarm" and li["decision"] == "clear"
+    assert d["anomaly_map_shape"] == [64, 64] and d["image_score"] > li["image_score"]
+    assert count_records(tmp_path / "audit.jsonl") == 2
