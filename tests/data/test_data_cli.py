@@ -94,3 +94,12 @@ def test_cli_check_exit_status_and_report(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = _xscan("data", "check", tmp_path / "nowhere")
     assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_readers_tip_and_commands_import_without_torch():
+    code = (
+        "import sys, xscan.data, xscan.data.tip, xscan.data.commands, xscan.data.writers\n"
+        "assert 'torch' not in sys.modules and 'albumentations' not in sys.modules"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
