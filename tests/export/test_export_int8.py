@@ -51,7 +51,7 @@ def test_gate_decides_by_the_measured_drop(tiny_export, int8_path, labelled_fold
 
 
 def _args(calib, gate):
-    return argparse.Namespace(calib=str(calib), calib_count=8, gate_data=str(gate))
+    return argparse.Namespace(calib=str(calib), calib_count=8, gate_data=str(gate), gate_count=None)
 
 
 def test_int8_written_with_card_when_the_gate_passes(tiny_export, labelled_folder, tmp_path):

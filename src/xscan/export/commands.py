@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="labelled xscan synth folder for the INT8 AP50 gate "
         "(default: generated with a fixed seed)",
     )
+    p.add_argument("--gate-count", type=int, default=200, help="scans used by the INT8 gate")
     p.add_argument(
         "--max-ap50-drop",
         type=float,
@@ -85,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         max_drop = args.max_ap50_drop
         if max_drop is None:
             max_drop = float(export_cfg.get("int8_max_ap50_drop", 0.01))
-        _int8(out, spec, settings, args, max_drop, _gate_size(ckpt, spec))
+        args.gate_data, size_hw = _gate_source(ckpt, args.gate_data)
+        _int8(out, spec, settings, args, max_drop, size_hw)
     return 0
 
 
@@ -117,19 +119,43 @@ def _fp16(out: Path, spec, settings: dict, module, args: argparse.Namespace) -> 
     print(f"  fp16: {100 * agree:.1f} % of {n} detections agree with PyTorch")
 
 
-def _gate_size(ckpt: dict, spec) -> tuple[int, int] | None:
-    """The scan size of the synthetic data the model was trained on, if the config says."""
+def _gate_source(ckpt: dict, gate_data: str | None) -> tuple[str | None, tuple[int, int] | None]:
+    """Where the INT8 gate measures AP50: ``--gate-data``; else the checkpoint config's
+    held-out ``xscan`` folder (test, then val) when it exists; else ``None`` (generated scans,
+    of the size that folder's manifest or the config's synth source names, if any)."""
+    if gate_data:
+        return gate_data, None
     data = (ckpt.get("config") or {}).get("data") or {}
-    for source in [*data.get("val", []), *data.get("train", [])]:
+    size: tuple[int, int] | None = None
+    for source in [*data.get("test", []), *data.get("val", [])]:
+        path = Path(str(source.get("path") or ""))
+        if source.get("kind") == "xscan" and (path / "annotations.json").is_file():
+            return str(path), None
+        if source.get("kind") == "xscan" and size is None:
+            size = _manifest_size(path)
         params = source.get("params") or {}
-        size = params.get("size_hw") or params.get("size")
-        if source.get("kind") == "synth" and size:
-            if isinstance(size, str) and "x" in size:
-                w, h = (int(v) for v in size.lower().split("x"))
-                return h, w
-            if isinstance(size, (list, tuple)) and len(size) == 2:
-                return int(size[0]), int(size[1])
+        if source.get("kind") == "synth" and size is None and params.get("size"):
+            size = _parse_size(params["size"])
+    return None, size
+
+
+def _parse_size(value) -> tuple[int, int] | None:
+    if isinstance(value, str) and "x" in value.lower():
+        w, h = (int(v) for v in value.lower().split("x"))
+        return h, w
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
     return None
+
+
+def _manifest_size(folder: Path) -> tuple[int, int] | None:
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return _parse_size((manifest.get("arguments") or {}).get("size"))
 
 
 def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> None:
@@ -141,7 +167,9 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
     calib = calibration_images(args.calib, spec, limit=args.calib_count)
     quantize_int8(out, path, calib)
     try:
-        gate = int8_gate(out, path, max_drop, data=args.gate_data, size_hw=size_hw)
+        gate = int8_gate(
+            out, path, max_drop, data=args.gate_data, size_hw=size_hw, limit=args.gate_count
+        )
     except BaseException:
         path.unlink(missing_ok=True)
         raise

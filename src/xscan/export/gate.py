@@ -139,11 +139,12 @@ def int8_gate(
     size_hw: tuple[int, int] | None = None,
     n_generated: int = 96,
     threads: int | None = None,
+    limit: int | None = None,
 ) -> GateReport:
     """Compare AP50 of ``int8_path`` with ``fp32_path``; ``passed`` is ``drop <= max_drop``.
 
     ``data``: an ``xscan synth`` folder; ``None`` generates ``n_generated`` scans of
-    ``size_hw`` (default: 1.5x the input size) with a fixed seed.
+    ``size_hw`` (default: the input size) with a fixed seed.
     """
     from xscan.runtime import load_model
 
@@ -155,12 +156,12 @@ def int8_gate(
         )
     with tempfile.TemporaryDirectory() as tmp:
         if data is None:
-            h, w = size_hw or tuple(int(1.5 * s) for s in fp32.spec.input_size)
+            h, w = size_hw or fp32.spec.input_size
             data_dir = generate_gate_data(Path(tmp) / "gate", (h, w), n_generated)
             label = f"{n_generated} generated baggage scans {w}x{h} (seed 2024)"
         else:
-            data_dir, label = Path(data), str(data)
-        scans = load_labelled(data_dir, fp32.spec)
+            data_dir, label = Path(data), str(data) + (f" (first {limit})" if limit else "")
+        scans = load_labelled(data_dir, fp32.spec, limit=limit)
     n_obj = int(sum(len(s.labels) for s in scans))
     if n_obj == 0:
         raise ValueError(f"{label}: no labelled objects of the model's classes to measure AP50 on")
