@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from xscan.score.discover import DiscoveryStats, count_inputs, iter_inputs
@@ -60,3 +62,12 @@ def test_pairs_skipped_for_non_raw_models_and_explicit_files(tmp_path):
 def test_missing_input_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         list(iter_inputs([tmp_path / "nope"]))
+
+
+def test_excluded_folder_is_not_entered(tmp_path):
+    _touch(tmp_path, "a.png", "run/overlays/0000000_a.jpg", "z/b.png")
+    stats = DiscoveryStats(exclude=frozenset({os.path.realpath(tmp_path / "run")}))
+    assert [i.path for i in iter_inputs([tmp_path], stats=stats)] == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "z/b.png"),
+    ]

@@ -41,10 +41,12 @@ class InputItem:
 
 @dataclass
 class DiscoveryStats:
-    """What discovery skipped (filled in while iterating)."""
+    """What discovery skipped (filled in while iterating) and which folders it must not enter
+    (real paths; the run directory, whose overlays would otherwise be scored)."""
 
     skipped_pairs: int = 0
     skipped_other: int = 0
+    exclude: frozenset[str] = frozenset()
 
 
 def _pair_of(name: str) -> tuple[str, str] | None:
@@ -76,7 +78,8 @@ def _walk_dir(
     for name, is_dir in entries:
         full = os.path.join(root, name)
         if is_dir:
-            yield from _walk_dir(full, raw_pairs, stats)
+            if not stats.exclude or os.path.realpath(full) not in stats.exclude:
+                yield from _walk_dir(full, raw_pairs, stats)
             continue
         if name in paired_high:
             continue
@@ -123,6 +126,8 @@ def iter_inputs(
             index += 1
 
 
-def count_inputs(inputs: Iterable[str | Path], raw_pairs: bool = True) -> int:
+def count_inputs(
+    inputs: Iterable[str | Path], raw_pairs: bool = True, exclude: frozenset[str] = frozenset()
+) -> int:
     """Number of inputs :func:`iter_inputs` yields (a streaming pass; for progress bars)."""
-    return sum(1 for _ in iter_inputs(inputs, raw_pairs))
+    return sum(1 for _ in iter_inputs(inputs, raw_pairs, DiscoveryStats(exclude=exclude)))

@@ -147,12 +147,13 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     raw_pairs = model.spec.modality == "raw_dual"
     run_dir = Path(cfg.out)
     store = ResultStore(run_dir, identity(cfg, model.model_sha256, raw_pairs), cfg.restart)
-    total = count_inputs(cfg.inputs, raw_pairs)
+    exclude = frozenset({os.path.realpath(run_dir)})  # never score our own overlays
+    total = count_inputs(cfg.inputs, raw_pairs, exclude)
     resumed = store.n_done
     if resumed:
         log.info("resuming %s: %d of %d inputs already scored", run_dir, resumed, total)
     counters = {"scored": 0, "failed": 0, "alarms": 0}
-    dstats = DiscoveryStats()
+    dstats = DiscoveryStats(exclude=exclude)
     items = _remaining(iter_inputs(cfg.inputs, raw_pairs, dstats), store)
     t0 = time.perf_counter()
     with _progress(total, resumed, cfg.progress) as bar:
