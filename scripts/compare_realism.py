@@ -40,6 +40,20 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _write_small_png(path: Path, rgb: np.ndarray) -> None:
+    """A documentation figure: 128-colour palette PNG when Pillow is there, else plain PNG."""
+    try:
+        from PIL import Image
+    except ImportError:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ValueError(f"{path}: PNG encoding failed") from None
+        path.write_bytes(buf.tobytes())
+        return
+    img = Image.fromarray(rgb).quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    img.save(path, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", required=True, type=Path, help="folder of real scans (SIXray)")
@@ -50,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512, help="synthetic scan side (pixels)")
     ap.add_argument("--clutter", default="medium")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--grid-cols", type=int, default=4)
+    ap.add_argument("--grid-cols", type=int, default=3)
+    ap.add_argument("--cell", type=int, default=170, help="thumbnail size in the grid (px)")
     args = ap.parse_args(argv)
 
     real_files = _real_files(args.real, args.n_real, args.seed)
@@ -77,15 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         synth_imgs[:c],
         synth_imgs[c : 2 * c],
     ]
-    grid = thumbnail_grid(rows, ["real SIXray", "real SIXray", "synthetic", "synthetic"])
+    labels = ["real SIXray", "real SIXray", "synthetic", "synthetic"]
+    grid = thumbnail_grid(rows, labels, cell=args.cell)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(
-        ".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]
-    )
-    if not ok:
-        raise ValueError(f"{args.out}: PNG encoding failed")
-    args.out.write_bytes(buf.tobytes())
-    print(f"grid: {args.out} ({len(buf) // 1024} KB)")
+    _write_small_png(args.out, grid)
+    print(f"grid: {args.out} ({args.out.stat().st_size // 1024} KB)")
     if args.json:
         args.json.write_text(json.dumps(dist, indent=1) + "\n")
     return 0

@@ -116,3 +116,14 @@ def test_drawing_rotated_matches_rotating_the_upright_drawing():
     other = np.zeros((200, 200), bool)
     other[direct.y0 : direct.y0 + direct.h, direct.x0 : direct.x0 + direct.w] = b
     assert (full ^ other).sum() / full.sum() < 0.15
+
+
+def test_batched_primitives_accept_empty_batches_and_draw_each_item():
+    s = LocalShape(10, 10, PC)
+    s.polygons("steel", [], 0.2)
+    s.wires("copper", [], 0.1)
+    s.discs("brass", np.zeros((0, 2)), np.zeros(0), 0.2)
+    assert all(v.sum() == 0 for v in s.layers.values())
+    s.discs("brass", np.array([[-3.0, 0.0], [3.0, 0.0]]), 0.5, 0.2)
+    area_cm2 = s.layers["brass"].sum() * PC * PC / 0.2
+    assert area_cm2 == pytest.approx(2 * math.pi * 0.25, rel=0.05)  # two discs of r = 0.5 cm

@@ -79,11 +79,8 @@ def _shell(rng: np.random.Generator, pc: float, L: float, W: float, angle: float
     hard = rng.random() < 0.5
     depth = rng.uniform(18, 28)
     # luggage plastics and coated fabrics often carry PVC or mineral fillers (Z_eff > 10)
-    face = (
-        ("polycarbonate", "abs", "pvc")[rng.integers(3)]
-        if hard
-        else ("nylon", "pvc")[rng.integers(2)]
-    )
+    faces = ("polycarbonate", "abs", "polycarbonate", "pvc") if hard else ("nylon", "nylon", "pvc")
+    face = faces[rng.integers(len(faces))]
     r = rng.uniform(3, 8)
     off = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)]) * [L, W] * rng.uniform(0.02, 0.06)
     outline = rounded_rect(L, W, r)
