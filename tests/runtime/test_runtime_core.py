@@ -133,3 +133,26 @@ def test_newer_schema_version(toy_detector_onnx, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         load_model(tmp_path / "nope.onnx")
+
+
+def test_providers_by_short_or_full_name(toy_detector_onnx):
+    for p in ("cpu", "CPUExecutionProvider", ["cpu"]):
+        assert load_model(toy_detector_onnx, providers=p, threads=1).providers == [
+            "CPUExecutionProvider"
+        ]
+
+
+def test_default_model_path(toy_detector_onnx, tmp_path, monkeypatch):
+    import xscan.runtime.loader as loader
+    from xscan.runtime import default_model_path
+
+    monkeypatch.setenv("XSCAN_MODELS_DIR", str(tmp_path))
+    assert loader.models_dirs()[0] == tmp_path
+    assert loader.models_dirs()[-1].name == "models"  # the repository's folder comes next
+    (tmp_path / "xscan-detector-baggage.onnx").write_bytes(toy_detector_onnx.read_bytes())
+    assert default_model_path("detect") == tmp_path / "xscan-detector-baggage.onnx"
+    monkeypatch.setattr(loader, "models_dirs", lambda: [tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match=r"empty/xscan-detector-baggage\.onnx"):
+        default_model_path()
+    with pytest.raises(ValueError, match="no default model"):
+        default_model_path("segment")
