@@ -86,3 +86,12 @@ def test_stitched_map_has_no_seams():
     ramp = xx / 300
     maps = [ramp[t.y0 : t.y1, t.x0 : t.x1] for t in tiles]
     np.testing.assert_allclose(stitch_maps(maps, tiles, (100, 300), 0.25), ramp, atol=1e-5)
+
+
+def test_scaled_tiles_cover_more_and_still_merge(dark_box_onnx):
+    det = load_model(dark_box_onnx, threads=1, tiling="always", tile_scale=2.0)
+    rect = (100, 40, 300, 90)  # 128x128 windows at stride 96: cut by several borders
+    p = det.predict(_scan(128, 400, rect))
+    assert p.tiles == 4  # 400 px in 128-px windows; 128 high: one row
+    assert p.num_detections == 1
+    np.testing.assert_allclose(p.boxes[0], rect, atol=2.5)  # windows are halved on the way in

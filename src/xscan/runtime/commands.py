@@ -31,7 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-overlay", metavar="DIR", default=None, help="write drawn images here")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, openvino (or full)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    p.add_argument("--tiling", choices=("auto", "always", "never"), default="auto")
+    p.add_argument(
+        "--tiling",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: tile scans that would shrink more than 2x to fit the input",
+    )
+    p.add_argument(
+        "--tile-scale",
+        type=float,
+        default=1.0,
+        help="tile window as a multiple of the input size (default 1: native pixels)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=_predict)
 
@@ -102,7 +113,9 @@ def _read(arg: str, modality: str):
 def _predict(args: argparse.Namespace) -> int:
     from xscan.runtime import load_model
 
-    model = load_model(args.model, providers=args.provider, threads=args.threads)
+    model = load_model(
+        args.model, providers=args.provider, threads=args.threads, tile_scale=args.tile_scale
+    )
     out_dir = Path(args.save_overlay) if args.save_overlay else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,11 @@ class OnnxModel:
     :func:`xscan.imageio.read_raw_pair`. Preprocessing is :func:`xscan.preprocess.prepare`,
     the same function training uses.
 
-    ``tiling``: ``auto`` cuts a scan into overlapping input-size tiles when fitting it whole
-    would shrink it more than ``max_downscale`` times; ``always`` / ``never`` force it.
+    ``tiling``: ``auto`` cuts a scan into overlapping tiles when fitting it whole would
+    shrink it more than ``max_downscale`` times; ``always`` / ``never`` force it. A tile
+    covers ``tile_scale`` x the input size of the original image (1.0: the input size at
+    native resolution; 2.0: twice that, halved on the way in), overlapping by
+    ``spec.tile_overlap``.
     """
 
     task = ""
@@ -40,6 +43,7 @@ class OnnxModel:
         tiling: str = "auto",
         max_downscale: float = 2.0,
         batch_size: int = 8,
+        tile_scale: float = 1.0,
     ):
         self.path = Path(path)
         self.session = open_session(self.path, providers=providers, threads=threads)
@@ -54,6 +58,9 @@ class OnnxModel:
             raise ValueError(f"tiling: expected one of {TILING_MODES}, got {tiling!r}")
         self.tiling = tiling
         self.max_downscale = float(max_downscale)
+        if not tile_scale > 0:
+            raise ValueError(f"tile_scale: expected > 0, got {tile_scale}")
+        self.tile_scale = float(tile_scale)
         self.batch_size = max(1, int(batch_size))
         self.model_sha256 = file_sha256(self.path)
         self.providers: list[str] = list(self.session.providers)
@@ -155,7 +162,8 @@ class OnnxModel:
 
     def _tiles(self, image: np.ndarray) -> list[Tile]:
         h, w = image.shape[:2]
-        return tile_grid(h, w, self.spec.input_size, self.spec.tile_overlap)
+        window = tuple(max(1, round(s * self.tile_scale)) for s in self.spec.input_size)
+        return tile_grid(h, w, window, self.spec.tile_overlap)
 
     def _run_tiles(
         self, image: np.ndarray, tiles: list[Tile], threshold: float
