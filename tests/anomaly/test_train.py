@@ -105,3 +105,39 @@ def test_planted_anomaly_scores_above_every_benign_scan(trained, tmp_path):
     assert pred.image_score == pytest.approx(score, rel=1e-3, abs=1e-3)
     assert pred.alarm and pred.tiles > 1
     assert pred.anomaly_map.shape == planted.shape[:2]
+
+
+def test_xscan_eval_writes_metrics_overlays_and_reference_mode(trained, tmp_path):
+    from xscan.anomaly.reference_synth import write_reference_set
+    from xscan.cli import main as cli
+
+    path, _ = trained
+    data = tmp_path / "test_set"
+    argv = [
+        "synth",
+        "--kind",
+        "cargo",
+        "--n",
+        "4",
+        "--size",
+        f"{SIZE[1]}x{SIZE[0]}",
+        "--seed",
+        "7",
+        "--threat-fraction",
+        "0.5",
+        "--out",
+        str(data),
+    ]
+    assert cli(argv) == 0
+    refs = tmp_path / "refs"
+    assert write_reference_set(data, refs, crossings=1, seed=0) == 4
+    out = tmp_path / "eval"
+    assert cli(["eval", str(path), str(data), "--out", str(out), "--reference", str(refs)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_scans"] == 4 and m["image"]["n_threat"] == 2
+    assert 0.0 <= m["image"]["auroc"] <= 1.0
+    assert set(m["image"]["given"]) == {"far25", "far50"}
+    assert 0.0 <= m["pixel"]["auroc"] <= 1.0 and 0.0 <= m["pixel"]["aupro_0.3"] <= 1.0
+    assert 0.0 <= m["reference"]["image"]["auroc"] <= 1.0
+    overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    assert len(overlays) == 4 and sum(n.startswith("threat_") for n in overlays) == 2

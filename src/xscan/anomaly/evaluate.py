@@ -80,6 +80,18 @@ def load_scan_fn(model_path: str | Path, threads: int | None = None) -> tuple[Mo
     return spec, run_torch
 
 
+def model_spec(model_path: str | Path) -> ModelSpec:
+    """The spec of an ``.onnx`` model (metadata, torch-free) or a ``.pt`` checkpoint."""
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        from xscan.runtime import read_spec
+
+        return read_spec(path)
+    from xscan.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["spec"]
+
+
 def _reduce(amap: np.ndarray, mask: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = mask.shape
     f = min(1.0, max_side / max(h, w))
@@ -235,4 +247,4 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["evaluate", "load_scan_fn", "summary_lines"]
+__all__ = ["evaluate", "load_scan_fn", "model_spec", "summary_lines"]

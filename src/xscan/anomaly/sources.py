@@ -226,3 +226,29 @@ def scan_refs(sources: list, modality: str, where: str = "data") -> list[ScanRef
 def iter_scans(refs: list[ScanRef]) -> Iterator[LabelledScan]:
     for r in refs:
         yield r.load()
+
+
+def dataset_refs(
+    path: str | Path, kind: str | None, split: str | None, modality: str
+) -> list[ScanRef]:
+    """Scans of an evaluation dataset given on the command line: ``kind`` (``xscan``,
+    ``xray_real_dev`` or ``folder``) or detected from the layout (``annotations.json`` ->
+    xscan, ``labels.csv`` -> xray_real_dev); ``split`` is a ``params.part``."""
+    from types import SimpleNamespace
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: dataset not found")
+    if kind is None:
+        if (p / "annotations.json").is_file():
+            kind = "xscan"
+        elif (p / "labels.csv").is_file():
+            kind = "xray_real_dev"
+        else:
+            raise ValueError(
+                f"{p}: cannot tell the layout (no annotations.json or labels.csv); anomaly "
+                "evaluation needs labelled scans (--format xscan|xray_real_dev)"
+            )
+    params = {"part": split} if split else {}
+    src = SimpleNamespace(kind=kind, path=str(p), params=params)
+    return scan_refs([src], modality, "dataset")

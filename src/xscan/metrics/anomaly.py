@@ -141,3 +141,37 @@ def write_overlay(
     if not cv2.imwrite(str(path), rgb[:, :, ::-1]):
         raise OSError(f"{path}: cannot write overlay PNG")
     return path
+
+
+# ------------------------------------------------------------------ xscan eval
+
+
+def run_eval(args) -> int:
+    """``xscan eval`` for an anomaly model (dispatched here by :mod:`xscan.metrics.evaluation`):
+    see :mod:`xscan.anomaly.evaluate` for what is measured and written."""
+    from xscan.anomaly.evaluate import evaluate, model_spec, summary_lines
+    from xscan.anomaly.sources import dataset_refs
+
+    if getattr(args, "calibrate", False):
+        raise ValueError(
+            f"{args.model}: anomaly models are calibrated when trained (held-out benign scans "
+            "of data.val); retrain with this data in data.val to recalibrate"
+        )
+    spec = model_spec(args.model)
+    refs = dataset_refs(
+        args.dataset, getattr(args, "format", None), getattr(args, "split", None), spec.modality
+    )
+    if getattr(args, "limit", None):
+        refs = refs[: args.limit]
+    out = Path(args.out or Path("eval") / f"{Path(args.model).stem}_{Path(args.dataset).name}")
+    result = evaluate(
+        args.model,
+        refs,
+        out,
+        far_targets=tuple(args.far or (0.01, 0.05, 0.10)),
+        reference_dir=getattr(args, "reference", None),
+    )
+    for line in summary_lines(result):
+        print(line)
+    print(f"metrics and overlays: {out}")
+    return 0

@@ -91,56 +91,68 @@ def scan_crops(
     return np.stack(out)
 
 
-def benign_crops(cfg: ExperimentConfig, opts: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """All training inputs ``(N, C, H, W) float32`` and the number of benign scans used."""
-    spec = cfg.model
-    refs = scan_refs(cfg.data.train, spec.modality, "data.train")
-    if not refs:
-        raise ValueError(f"{cfg.source}: data.train: no training scans")
-    rng = np.random.default_rng(cfg.seed)
-    crops, n_scans, skipped = [], 0, 0
-    for scan in iter_scans(refs):
-        if scan.label != 0:
-            skipped += 1  # benign-only training: scans with a threat are never used
-            continue
-        crops.append(
-            scan_crops(scan, spec, int(opts["crops_per_scan"]), rng, bool(opts["tile_grid"]))
-        )
-        n_scans += 1
-    if skipped:
-        log.info("skipped %d training scans with a threat (benign-only training)", skipped)
-    if not crops:
-        raise ValueError(f"{cfg.source}: data.train: no benign scans among {len(refs)}")
-    return np.concatenate(crops).astype(np.float32), n_scans
+class BenignCrops:
+    """Training inputs from the benign scans of ``data.train``, one scan at a time:
+    iterating yields ``(n, C, H, W) float16`` arrays (float16 halves the memory of a cargo
+    training set; values are in [0, 1]). ``n_scans`` counts the scans used so far."""
+
+    def __init__(self, cfg: ExperimentConfig, opts: dict[str, Any]) -> None:
+        self.cfg, self.opts = cfg, opts
+        self.refs = scan_refs(cfg.data.train, cfg.model.modality, "data.train")
+        if not self.refs:
+            raise ValueError(f"{cfg.source}: data.train: no training scans")
+        self.n_scans = 0
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.cfg.seed)
+        n_crops, grid = int(self.opts["crops_per_scan"]), bool(self.opts["tile_grid"])
+        self.n_scans, skipped = 0, 0
+        for scan in iter_scans(self.refs):
+            if scan.label != 0:
+                skipped += 1  # benign-only training: scans with a threat are never used
+                continue
+            self.n_scans += 1
+            yield scan_crops(scan, self.cfg.model, n_crops, rng, grid).astype(np.float16)
+        if skipped:
+            log.info("skipped %d training scans with a threat (benign-only training)", skipped)
+        if not self.n_scans:
+            raise ValueError(
+                f"{self.cfg.source}: data.train: no benign scans among {len(self.refs)}"
+            )
 
 
-def fit_patchcore(model, crops: np.ndarray, opts: dict[str, Any], seed: int) -> int:
-    """Fill and coreset-compress the memory bank; returns its size."""
+def fit_patchcore(model, crops: BenignCrops, opts: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Fill the memory bank scan by scan (``patches_per_crop`` random patches of each input,
+    0 = all) and coreset-compress it to ``memory_bank_size`` rows."""
     from xscan.models.anomaly_patchcore import greedy_coreset
 
     g = torch.Generator().manual_seed(seed)
     keep = int(opts["patches_per_crop"])
-    feats = []
+    feats, n_inputs = [], 0
     model.eval()
-    for i in range(0, len(crops), 16):
-        e = model.embed(torch.from_numpy(crops[i : i + 16]))  # (b, P, D)
-        if keep and keep < e.shape[1]:
-            idx = torch.stack(
-                [torch.randperm(e.shape[1], generator=g)[:keep] for _ in range(e.shape[0])]
-            )
-            e = torch.gather(e, 1, idx[:, :, None].expand(-1, -1, e.shape[2]))
-        feats.append(e.reshape(-1, e.shape[2]))
+    for scan_crops_ in crops:
+        n_inputs += len(scan_crops_)
+        for i in range(0, len(scan_crops_), 16):
+            e = model.embed(torch.from_numpy(scan_crops_[i : i + 16].astype(np.float32)))
+            if keep and keep < e.shape[1]:
+                idx = torch.stack(
+                    [torch.randperm(e.shape[1], generator=g)[:keep] for _ in range(e.shape[0])]
+                )
+                e = torch.gather(e, 1, idx[:, :, None].expand(-1, -1, e.shape[2]))
+            feats.append(e.reshape(-1, e.shape[2]))
     bank = torch.cat(feats)
+    del feats
     n = min(int(opts["memory_bank_size"]), bank.shape[0])
     t0 = time.perf_counter()
     idx = greedy_coreset(bank, n, int(opts["coreset_proj_dim"]), seed)
     log.info("coreset: %d -> %d patches in %.1f s", bank.shape[0], n, time.perf_counter() - t0)
     model.set_memory_bank(bank[idx])
-    return n
+    return {"inputs": n_inputs, "patches": int(bank.shape[0]), "memory_bank_size": n}
 
 
 def train_student(model, crops: np.ndarray, cfg: ExperimentConfig) -> list[float]:
-    """Train the student of an ``anomaly_stfpm`` model on benign crops; per-epoch losses."""
+    """Train the student of an ``anomaly_stfpm`` model on benign crops ``(N, C, H, W)``
+    float16; per-epoch losses."""
     tc = cfg.train
     opt = torch.optim.Adam(model.student.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -151,7 +163,7 @@ def train_student(model, crops: np.ndarray, cfg: ExperimentConfig) -> list[float
         order = rng.permutation(len(crops))
         total, n = 0.0, 0
         for i in range(0, len(order), tc.batch_size):
-            x = torch.from_numpy(crops[order[i : i + tc.batch_size]])
+            x = torch.from_numpy(crops[order[i : i + tc.batch_size]].astype(np.float32))
             if rng.random() < 0.5:  # scans are mirror-symmetric in content statistics
                 x = torch.flip(x, dims=[3])
             loss = model.loss(x)
@@ -198,6 +210,10 @@ def build_fresh(spec: ModelSpec, init_weights: str | None):
     return model
 
 
+def _describe(sources: list) -> list[str]:
+    return [f"{s.kind}:{s.path or ''} {s.params or ''}".strip() for s in sources]
+
+
 def main(cfg: ExperimentConfig) -> Path:
     """Fit, calibrate and save; returns the checkpoint path ``train.out_dir/model.pt``."""
     import xscan.models.anomaly_patchcore  # noqa: F401  (registers the architectures)
@@ -212,20 +228,22 @@ def main(cfg: ExperimentConfig) -> Path:
     save_resolved(cfg, out / "config.yaml")
     spec = cfg.model
     t0 = time.perf_counter()
-    crops, n_scans = benign_crops(cfg, opts)
-    log.info("%d benign scans -> %d training inputs %s", n_scans, len(crops), crops.shape[1:])
-    fit: dict[str, Any] = {"benign_scans": n_scans, "inputs": int(len(crops))}
+    crops = BenignCrops(cfg, opts)
+    model = build_fresh(spec, cfg.train.init_weights)
     if spec.arch == "anomaly_patchcore":
-        model = build_fresh(spec, cfg.train.init_weights)
-        n = fit_patchcore(model, crops, opts, cfg.seed)
-        spec = spec.replace(arch_params={**spec.arch_params, "memory_bank_size": n})
-        fit["memory_bank_size"] = n
+        fit: dict[str, Any] = fit_patchcore(model, crops, opts, cfg.seed)
+        spec = spec.replace(
+            arch_params={**spec.arch_params, "memory_bank_size": fit["memory_bank_size"]}
+        )
     elif spec.arch == "anomaly_stfpm":
-        model = build_fresh(spec, cfg.train.init_weights)
-        fit["losses"] = train_student(model, crops, cfg)
+        inputs = np.concatenate(list(crops))
+        fit = {"inputs": int(len(inputs)), "losses": train_student(model, inputs, cfg)}
+        del inputs
     else:
         raise ValueError(f"{cfg.source}: model.arch: {spec.arch!r} is not an anomaly model")
-    del crops
+    n_scans = crops.n_scans
+    fit["benign_scans"] = n_scans
+    log.info("fitted on %d benign scans (%d inputs)", n_scans, fit["inputs"])
     fit["fit_seconds"] = round(time.perf_counter() - t0, 1)
     raw, n_cal = calibration_scores(model, cfg, spec)
     norm, points = calibrate(raw, cfg.eval.far_targets, source="data.val benign")
@@ -237,7 +255,13 @@ def main(cfg: ExperimentConfig) -> Path:
             **spec.info,
             "config": Path(cfg.source).name,
             "fit": fit,
-            "calibration_benign_scans": n_cal,
+            "data": {
+                "train": _describe(cfg.data.train),
+                "val": _describe(cfg.data.val),
+                "benign_training_scans": n_scans,
+                "benign_calibration_scans": n_cal,
+            },
+            "metrics": {f"calibration_far_at_{p.name}": p.far for p in points},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     ).with_operating_points(points, default=default)
