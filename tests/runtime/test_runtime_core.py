@@ -156,3 +156,25 @@ def test_default_model_path(toy_detector_onnx, tmp_path, monkeypatch):
         default_model_path()
     with pytest.raises(ValueError, match="no default model"):
         default_model_path("segment")
+
+
+@pytest.mark.parametrize("modality", ["raw_dual", "gray"])
+def test_other_modalities(modality, tmp_path):
+    from toy_models import make_toy_detector, toy_detector_spec
+
+    c = 3 if modality == "raw_dual" else 1
+    spec = toy_detector_spec().replace(modality=modality, mean=(0.5,) * c, std=(0.25,) * c)
+    det = load_model(make_toy_detector(tmp_path / f"{modality}.onnx", spec), tiling="never")
+    assert det.spec.modality == modality
+    rng = np.random.default_rng(0)
+    if modality == "raw_dual":
+        low = rng.uniform(0.2, 0.9, (40, 60)).astype(np.float32)
+        image = np.stack([low, np.clip(low + 0.1, 0, 1)], axis=-1)  # (H, W, 2) low/high pair
+        x, _ = det.prepare(image)
+        assert x.shape == (3, 64, 64)  # low, high and the effective-Z channel
+        with pytest.raises(ValueError, match="read_raw_pair"):
+            det.predict(np.zeros((40, 60, 3), np.uint8))
+    else:
+        image = rng.integers(0, 65535, (40, 60), dtype=np.uint16)
+    p = det.predict(image)
+    assert p.num_detections == 2 and p.boxes.max() <= 60
