@@ -9,6 +9,7 @@ import re
 
 import cv2
 import numpy as np
+import pytest
 from scan_folders import load_results, make_folder, run_cli, write_rgb
 
 from xscan.imageio import read_image
@@ -182,3 +183,47 @@ def test_raw_pairs_scored_as_one_input(tmp_path):
     assert recs[0]["sha256"] == hashlib.sha256(lo_b + hi_b).hexdigest()
     assert recs[0]["files"] == [str(raw / "0000_low.png"), str(raw / "0000_high.png")]
     assert json.loads((run / "run.json").read_text())["identity"]["raw_pairs"] is True
+
+
+def test_coco_ids_from_ground_truth(tmp_path, toy_detector_onnx):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    root = make_folder(tmp_path / "data", 4, seed=9)
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*.*"))
+    gt = {
+        "images": [
+            {"id": 100 + i, "file_name": n, "width": 56, "height": 48} for i, n in enumerate(names)
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 100,
+                "category_id": 9,
+                "bbox": [0, 0, 28, 24],
+                "area": 672,
+                "iscrowd": 0,
+            }
+        ],  # fmt: skip
+        "categories": [{"id": 7, "name": "firearm"}, {"id": 9, "name": "knife"}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    run = tmp_path / "run"
+    run_cli("score", str(toy_detector_onnx), str(root), "--out", str(run), "--no-progress",
+            "--coco-gt", str(tmp_path / "gt.json"))  # fmt: skip
+    res = json.loads((run / "coco_results.json").read_text())
+    assert {r["image_id"] for r in res} == {100, 101, 102, 103}
+    assert {r["category_id"] for r in res} == {7, 9}
+    recs = {r["path"]: r for r in load_results(run)}
+    first = recs[str(root / names[0])]
+    knife = [r for r in res if r["image_id"] == 100 and r["category_id"] == 9]
+    assert [k["score"] for k in knife] == [
+        d["score"] for d in first["detections"] if d["class"] == "knife"
+    ]
+    coco_gt = COCO(str(tmp_path / "gt.json"))
+    ev = COCOeval(coco_gt, coco_gt.loadRes(str(run / "coco_results.json")), "bbox")
+    ev.params.imgIds = [100]  # the annotated image: its knife box is the toy model's box
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[1] == pytest.approx(1.0)
