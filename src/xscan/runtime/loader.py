@@ -10,7 +10,7 @@ from xscan.runtime.anomaly import AnomalyScorer
 from xscan.runtime.detector import Detector
 from xscan.runtime.metadata import ModelFileError, spec_from_metadata
 from xscan.runtime.model import OnnxModel
-from xscan.runtime.session import open_session, resolve_providers
+from xscan.runtime.session import read_metadata, resolve_providers
 
 # The models shipped in the repository's models/ folder, by task.
 DEFAULT_MODELS = {"detect": "xscan-detector-baggage.onnx"}
@@ -31,7 +31,7 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    spec = spec_from_metadata(open_session(path, ["cpu"], threads=1).metadata, str(path))
+    spec = spec_from_metadata(read_metadata(path), str(path))
     classes: dict[str, type[OnnxModel]] = {"detect": Detector, "anomaly": AnomalyScorer}
     if spec.task not in classes:
         raise ModelFileError(f"{path}: spec.task {spec.task!r} has no runtime class")

@@ -41,8 +41,7 @@ def spec_from_metadata(metadata: dict[str, str], source: str) -> ModelSpec:
 
 
 def read_spec(path: str | Path) -> ModelSpec:
-    """Read the spec of an ONNX model file (creates a CPU session to parse the file)."""
-    from xscan.runtime.session import open_session
+    """Read the spec of an ONNX model file."""
+    from xscan.runtime.session import read_metadata
 
-    session = open_session(path, providers=["cpu"], threads=1)
-    return spec_from_metadata(session.metadata, str(path))
+    return spec_from_metadata(read_metadata(path), str(path))

@@ -133,6 +133,26 @@ class Session:
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The model file's ``metadata_props`` as a dict, through onnxruntime (no ``onnx``
+    package). The session is created without graph optimisation: only the header is needed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(
+            f"{path}: not a loadable ONNX model (truncated or corrupt file?): {msg}"
+        ) from e
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
 def open_session(
     path: str | Path, providers: Sequence[str] | str | None = None, threads: int | None = None
 ) -> Session:
