@@ -193,13 +193,11 @@ def test_batcher_waits_for_company_only_while_requests_are_being_decoded():
     b.begin_prepare()
     b.begin_prepare()
     first = _item(served)
-    b.submit(first)
-    b.end_prepare()
+    b.submit(first, prepared=True)
     time.sleep(0.2)
     assert not first.future.done()  # one more request is still being decoded
     second = _item(served)
-    b.submit(second)
-    b.end_prepare()
+    b.submit(second, prepared=True)
     assert first.future.result(10).batch_size == 2
     b.stop()
     assert model.batches == [1, 2]

@@ -273,6 +273,7 @@ async def inspect(request: Request) -> Response:
             state.metrics.rejected.labels("queue_full").inc()
             raise ApiError(503, "overloaded", "inference queue is full", {"Retry-After": "1"})
         batcher.begin_prepare()
+        handed_over = False
         try:
             data, lane, scan = await _read_inspection(request)
             t_read = time.perf_counter()
@@ -285,14 +286,16 @@ async def inspect(request: Request) -> Response:
                 "input_sha256": facts["sha256"],
             }
             item = InspectItem(served, tensor, info, meta, t_arrival, image=image)
-            batcher.submit(item)
+            handed_over = True
+            batcher.submit(item, prepared=True)
         except QueueFull as e:
             state.metrics.rejected.labels("queue_full").inc()
             raise ApiError(503, "overloaded", str(e), {"Retry-After": "1"}) from e
         except BatcherStopped as e:
             raise ApiError(503, "shutting_down", str(e), {"Retry-After": "5"}) from e
         finally:
-            batcher.end_prepare()
+            if not handed_over:
+                batcher.end_prepare()
         try:
             result = await _await_decision(state, item, deadline)
         except AuditError as e:

@@ -162,9 +162,15 @@ class MicroBatcher:
             self._preparing -= 1
             self._cond.notify_all()  # two threads wait on this condition
 
-    def submit(self, item: InspectItem) -> Future:
-        """Queue ``item``; raises :class:`QueueFull` or :class:`BatcherStopped`."""
+    def submit(self, item: InspectItem, prepared: bool = False) -> Future:
+        """Queue ``item``; raises :class:`QueueFull` or :class:`BatcherStopped`.
+
+        ``prepared=True`` also ends the item's :meth:`begin_prepare` (whether or not it is
+        queued), in the same step, so the batcher never waits for the request it holds."""
         with self._cond:
+            if prepared:
+                self._preparing -= 1
+                self._cond.notify_all()  # two threads wait on this condition
             if self._stopping:
                 raise BatcherStopped("the service is shutting down")
             if len(self._queue) + self._awaiting_commit >= self.queue_size:
@@ -172,7 +178,7 @@ class MicroBatcher:
             item.t_enqueued = time.perf_counter()
             self._queue.append(item)
             self.metrics.queue_depth.set(len(self._queue))
-            self._cond.notify_all()  # two threads wait on this condition
+            self._cond.notify_all()
         return item.future
 
     # ----------------------------------------------------------- inference thread
