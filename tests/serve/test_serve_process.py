@@ -354,3 +354,22 @@ def test_unloadable_model_or_busy_port_exit_with_an_error(tmp_path):
     srv = start_server(broken, tmp_path, wait_ready=False)
     assert srv.proc.wait(60) == 2
     assert "broken.onnx" in srv.log() and "could not start" in srv.log()
+
+
+def test_a_model_with_a_fixed_batch_of_one_is_served_one_by_one(toy_detector_onnx, tmp_path):
+    import onnx
+
+    model = onnx.load(str(toy_detector_onnx))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # a static-batch export
+    fixed = tmp_path / "fixed_batch.onnx"
+    onnx.save(model, str(fixed))
+    srv = start_server(fixed, tmp_path, "--max-batch", "8")
+    try:
+        data = encode(scan_image())
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda _: _inspect(srv, data), range(6)))
+        assert [r.status_code for r in responses] == [200] * 6
+        assert {r.json()["batch"]["size"] for r in responses} == {1}
+    finally:
+        srv.stop()

@@ -190,10 +190,11 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             first = self._queue[0]
+            limit = min(self.max_batch, first.served.batch_limit or self.max_batch)
             due = first.t_enqueued + self.max_delay_s
             # Wait for more only while requests are still being decoded: waiting when none
             # are on the way would add latency and gain nothing (one client, or idle lanes).
-            while len(self._queue) < self.max_batch and self._preparing > 0 and not self._stopping:
+            while len(self._queue) < limit and self._preparing > 0 and not self._stopping:
                 remaining = due - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -203,7 +204,7 @@ class MicroBatcher:
             if batch[0].tensor is not None:
                 while (
                     self._queue
-                    and len(batch) < self.max_batch
+                    and len(batch) < limit
                     and self._queue[0].served is first.served
                     and self._queue[0].tensor is not None
                 ):

@@ -49,6 +49,11 @@ class ServedModel:
     def spec(self) -> Any:
         return self.model.spec
 
+    @property
+    def batch_limit(self) -> int | None:
+        """The model's fixed batch size (an export with a static batch axis), else ``None``."""
+        return fixed_batch_size(self.model)
+
     def info(self) -> dict[str, Any]:
         """Identity of the model for responses, logs and ``/v1/model``."""
         if not self.info_cache:
@@ -69,6 +74,15 @@ class ServedModel:
                 }
             )
         return dict(self.info_cache)
+
+
+def fixed_batch_size(model: Any) -> int | None:
+    """The static batch dimension of ``model``'s input, or ``None`` when it is dynamic."""
+    try:
+        dim = model.session.session.get_inputs()[0].shape[0]
+    except (AttributeError, IndexError):
+        return None
+    return dim if isinstance(dim, int) and dim > 0 else None
 
 
 def _default_loader(path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
@@ -111,8 +125,9 @@ class ModelEngine:
     def _warm(self, model: Any) -> float:
         """Run zero batches of every warm-up size; returns the milliseconds it took."""
         spec = model.spec
+        limit = fixed_batch_size(model)
         t0 = time.perf_counter()
-        for b in self.warmup_batches:
+        for b in sorted({min(b, limit or b) for b in self.warmup_batches}):
             h, w = spec.input_size
             batch = np.full((b, spec.in_channels, h, w), 0.5, np.float32)
             info = LetterboxInfo(1.0, 1.0, 0.0, 0.0, h, w)
