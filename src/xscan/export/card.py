@@ -18,6 +18,27 @@ from xscan.runtime.metadata import file_sha256
 from xscan.spec import ModelSpec
 
 
+def training_summary(ckpt: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """What a checkpoint was trained on: the config's data sources and the training run's
+    numbers from ``spec.info["training"]``."""
+    data = (ckpt.get("config") or {}).get("data") or {}
+    out: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        sources = data.get(split) or []
+        if sources:
+            out[split] = [
+                {k: v for k, v in src.items() if k in ("kind", "path", "split", "weight", "params")}
+                for src in sources
+            ]
+    training = spec.info.get("training") or {}
+    for key in ("images", "epochs", "best_epoch", "train_seconds"):
+        if key in training:
+            out[key] = training[key]
+    if "config" in spec.info:
+        out["config"] = spec.info["config"]
+    return out
+
+
 def card_paths(model_path: str | Path) -> tuple[Path, Path]:
     p = Path(model_path)
     return p.with_name(p.stem + ".card.md"), p.with_name(p.stem + ".card.json")
@@ -49,9 +70,14 @@ def build_card(
     export: dict[str, Any],
     parity: dict[str, Any] | None = None,
     gate: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     path = Path(model_path)
     info = dict(spec.info)
+    export = dict(export)
+    summary = export.pop("training_data", None)
+    if training_data is None:
+        training_data = summary or info.get("data", info.get("training_data", {}))
     return {
         "model": path.name,
         "sha256": file_sha256(path),
@@ -59,7 +85,7 @@ def build_card(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spec": spec.to_dict(),
         "metrics": info.get("metrics", {}),
-        "training_data": info.get("data", info.get("training_data", {})),
+        "training_data": training_data,
         "export": export,
         "parity": parity,
         "int8_gate": gate,
@@ -146,7 +172,8 @@ def render_markdown(card: dict[str, Any]) -> str:
             "",
         ]
     lines += ["## Versions", "", *_table(card["versions"])]
-    other = {k: v for k, v in s["info"].items() if k not in ("metrics", "data", "training_data")}
+    skip = ("metrics", "data", "training_data")
+    other = {k: v for k, v in s["info"].items() if k not in skip}
     if other:
         lines += ["## Provenance", "", *_table(other)]
     return "\n".join(lines).rstrip() + "\n"
@@ -158,9 +185,13 @@ def write_card(
     export: dict[str, Any],
     parity: dict[str, Any] | None = None,
     gate: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``<stem>.card.md`` and ``<stem>.card.json`` next to ``model_path``."""
-    card = build_card(model_path, spec, export, parity, gate)
+    """Write ``<stem>.card.md`` and ``<stem>.card.json`` next to ``model_path``.
+
+    ``training_data``: a summary of what the model was trained on (default:
+    ``export["training_data"]``, else ``spec.info``'s ``data`` entry)."""
+    card = build_card(model_path, spec, export, parity, gate, training_data)
     md, js = card_paths(model_path)
     js.write_text(json.dumps(card, indent=2, default=str) + "\n")
     md.write_text(render_markdown(card))

@@ -66,7 +66,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xscan.export.card import write_card
+    from xscan.export.card import training_summary, write_card
     from xscan.export.onnx_export import DEFAULT_OPSET, export_module, load_for_export
 
     out = Path(args.out)
@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     slim = not args.no_simplify and bool(export_cfg.get("simplify", True))
     result = export_module(module, spec, out, opset, slim, args.parity_images)
     settings = {**result.settings, "checkpoint": str(args.checkpoint)}
+    settings["training_data"] = training_summary(ckpt, spec)
     parity = result.parity.to_dict() if result.parity else None
     md, _ = write_card(out, spec, settings, parity)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), card {md}")
