@@ -9,6 +9,7 @@ load or to run its warm-up batch never replaces the one being served.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -49,7 +50,7 @@ class ServedModel:
     def spec(self) -> Any:
         return self.model.spec
 
-    @property
+    @functools.cached_property
     def batch_limit(self) -> int | None:
         """The model's fixed batch size (an export with a static batch axis), else ``None``."""
         return fixed_batch_size(self.model)
