@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"run folder: {cfg.train.out_dir}")
         for key in ("images_per_s", "data_wait_share"):
             print(f"{key}: {result[key]:.3f}")
-        for key, value in (result.get("val") or {}).items():
-            print(f"val {key}: {value:.4f}")
+        for split in ("val", "test"):
+            for key, value in (result.get(split) or {}).items():
+                print(f"{split} {key}: {value:.4f}")
     return 0

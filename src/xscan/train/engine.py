@@ -79,6 +79,7 @@ def train_one_epoch(
     n_steps = n_images = 0
     data_time = 0.0
     start = t_last = time.perf_counter()
+    cpu_start = time.process_time()  # this process's CPU time: honest on a shared machine
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.progress, leave=False)
     stopped_early = False
     for step, (images, targets) in enumerate(bar):
@@ -139,6 +140,7 @@ def train_one_epoch(
         steps=n_steps,
         images=n_images,
         seconds=seconds,
+        cpu_seconds=time.process_time() - cpu_start,
         images_per_s=n_images / max(seconds, 1e-9),
         data_wait_share=data_time / max(seconds, 1e-9),
         lr=optimizer.param_groups[0]["lr"],
@@ -154,7 +156,12 @@ def _letterbox(t: dict[str, Any]) -> LetterboxInfo | None:
     if isinstance(lb, dict):
         return LetterboxInfo(**lb)
     if isinstance(lb, (list, tuple, torch.Tensor, np.ndarray)):
+        # (scale_x, scale_y, pad_x, pad_y) with the original size in "orig_size" (H, W)
         v = [float(x) for x in (lb.tolist() if hasattr(lb, "tolist") else lb)]
+        if len(v) == 4:
+            if t.get("orig_size") is None:
+                raise ValueError("target has a 4-value 'letterbox' but no 'orig_size'")
+            v += [float(x) for x in t["orig_size"]]
         return LetterboxInfo(v[0], v[1], v[2], v[3], int(v[4]), int(v[5]))
     raise ValueError(f"target 'letterbox': unsupported type {type(lb).__name__}")
 

@@ -54,17 +54,25 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
         seed=cfg.seed,
         augment=cfg.data.augment,
     )
-    val = None
-    if cfg.data.val:
-        val = build_dataset(
-            cfg.data.val,
-            cfg.model,
-            train=False,
-            samples_per_epoch=None,
-            seed=cfg.seed + 1,
-            augment={},
-        )
-    return train, val
+    return train, build_eval_dataset(cfg, "val")
+
+
+def build_eval_dataset(cfg: ExperimentConfig, split: str) -> Dataset | None:
+    """``cfg.data.val`` or ``cfg.data.test`` without augmentation (``None`` when empty);
+    online sources give ``train.extra.eval_samples`` (default 256) fixed scans."""
+    from xscan.data.mixture import build_dataset
+
+    sources = getattr(cfg.data, split)
+    if not sources:
+        return None
+    return build_dataset(
+        sources,
+        cfg.model,
+        train=False,
+        samples_per_epoch=int(cfg.train.extra.get("eval_samples", 256)),
+        seed=cfg.seed + (1 if split == "val" else 2),
+        augment={},
+    )
 
 
 def _collate():
@@ -213,6 +221,7 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
     train_loader = make_loader(train_set, cfg, info, True, collate)
     val_loader = make_loader(val_set, cfg, info, False, collate) if val_set is not None else None
     run = Run(cfg, info, out)
+    run.datasets_from_config = datasets is None
     steps = len(train_loader)
     if steps == 0:
         raise ValueError(f"{cfg.source}: data: fewer training samples than one batch")
@@ -239,7 +248,7 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
         progress=info.is_main and sys.stderr.isatty(),
     )
     writer = _tensorboard(out) if info.is_main else None
-    totals = {"images": 0, "seconds": 0.0, "data_seconds": 0.0}
+    totals = {"images": 0, "seconds": 0.0, "data_seconds": 0.0, "cpu_seconds": 0.0}
     for epoch in range(run.start_epoch, cfg.train.epochs):
         _seed_epoch(cfg.seed, epoch, train_loader)
         stats = train_one_epoch(
@@ -247,6 +256,7 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
         )
         totals["images"] += stats["images"] * info.world_size
         totals["seconds"] += stats["seconds"]
+        totals["cpu_seconds"] += stats["cpu_seconds"]
         totals["data_seconds"] += stats["data_wait_share"] * stats["seconds"]
         last = epoch + 1 == cfg.train.epochs or stats["stopped_early"]
         metrics = {}
@@ -280,6 +290,8 @@ def _seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
     """Per-epoch seeds make an interrupted run resume to the same result."""
     seed_everything(seed * 1000 + epoch)
     loader.generator.manual_seed(seed * 1000 + epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
     if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
         loader.sampler.set_epoch(epoch)
 
@@ -350,6 +362,7 @@ def _finish(run: Run, totals: dict[str, float], val_loader) -> dict[str, Any]:
     result: dict[str, Any] = {
         "images": int(totals["images"]),
         "train_seconds": round(totals["seconds"], 1),
+        "train_cpu_seconds": round(totals["cpu_seconds"], 1),
         "images_per_s": totals["images"] / max(totals["seconds"], 1e-9),
         "data_wait_share": totals["data_seconds"] / max(totals["seconds"], 1e-9),
         "epochs": len(run.history),
@@ -369,6 +382,11 @@ def _finish(run: Run, totals: dict[str, float], val_loader) -> dict[str, Any]:
         result["operating_points"] = {p.name: p.threshold for p in spec.operating_points}
     else:
         log.warning("no data.val: best.pt has no calibrated operating points")
+    test_set = build_eval_dataset(cfg, "test") if run.datasets_from_config else None
+    if test_set is not None:
+        loader = make_loader(test_set, cfg, run.info, False)
+        test = evaluate(model, loader, spec, run.info.device, cfg.eval.far_targets)
+        result["test"] = json_safe(summary(test))
     spec = spec.replace(
         weights_sha256=weights_sha256(best["model"]),
         info={**spec.info, "config": cfg.name, "training": json_safe(result)},

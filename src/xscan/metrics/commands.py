@@ -1,0 +1,77 @@
+"""``xscan eval CHECKPOINT_OR_ONNX DATASET [--format KIND] [--out DIR] [--calibrate]``.
+
+Standard library only at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint or exported model on a dataset",
+        description="COCO mAP/AP50 (overall and per class) when the dataset has boxes, and "
+        "bag-level alarm metrics (AUROC, detection rate at fixed false-alarm rates with "
+        "thresholds calibrated on the dataset's benign scans, sliced by subset and occlusion "
+        "level). Writes metrics.json and PR/ROC curves as PNG.",
+    )
+    p.add_argument("model", help="training checkpoint (.pt) or exported model (.onnx)")
+    p.add_argument("dataset", help="dataset folder or file (any reader xscan data knows)")
+    p.add_argument(
+        "--format",
+        default=None,
+        metavar="KIND",
+        help="dataset reader (default: detected from the layout)",
+    )
+    p.add_argument("--split", default=None, help="dataset split, where the format has them")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: eval/<model stem>_<dataset name>)",
+    )
+    p.add_argument(
+        "--far",
+        type=float,
+        action="append",
+        default=None,
+        metavar="RATE",
+        help="false-alarm rate(s) to report (default: 0.01, 0.05, 0.10)",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="DIR",
+        help="anomaly models: also score reference mode, each scan against the earlier "
+        "cleared scans of its vehicle in DIR/<scan stem>/",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="data loader workers (checkpoints)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N scans only")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="write operating points calibrated on this dataset's benign scans "
+        "into the checkpoint's spec (to a new file unless --in-place)",
+    )
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="with --calibrate: overwrite the checkpoint instead of writing "
+        "<stem>.calibrated.pt beside it",
+    )
+    p.add_argument(
+        "--default-far",
+        type=float,
+        default=0.05,
+        help="with --calibrate: the default operating point's false-alarm rate",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xscan.metrics.evaluation import run_eval
+
+    return run_eval(args)

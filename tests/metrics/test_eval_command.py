@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from xscan.cli import main as cli
+from xscan.models import build_inference_module, build_model
+from xscan.spec import METADATA_KEY, ModelSpec
+from xscan.train.checkpoint import load_checkpoint, save_checkpoint
+
+CLASSES = ["firearm", "knife", "scissors", "wrench"]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "scans"
+    assert cli(["synth", "--n", "8", "--size", "96x96", "--seed", "5", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    spec = ModelSpec(
+        task="detect",
+        class_names=tuple(CLASSES),
+        input_size=(64, 64),
+        arch="centernet",
+        arch_params={
+            "backbone": "mobilenet_v3_small",
+            "fpn_channels": 16,
+            "head_channels": 16,
+            "head_depth": 1,
+        },
+        score_threshold=0.0,
+        max_detections=20,
+    ).validate()
+    torch.manual_seed(0)
+    model = build_model(spec)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint(path, model=model.state_dict(), optimizer={}, epoch=1, spec=spec, config={})
+    return path
+
+
+def test_eval_checkpoint_writes_metrics_curves_and_calibrates(synth_dir, checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    rc = cli(["eval", str(checkpoint), str(synth_dir), "--out", str(out), "--calibrate"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["format"] == "xscan" and m["coco"]["n_images"] == 8
+    assert set(m["coco"]["per_class"]) == set(CLASSES)
+    assert 0.0 <= m["coco"]["AP50"] <= 1.0
+    assert {"far1", "far5", "far10"} == set(m["alarm"]["at_far"])
+    assert m["alarm"]["n_threat"] + m["alarm"]["n_benign"] == 8
+    assert (out / "pr_curve.png").stat().st_size > 1000
+    if m["alarm"]["n_threat"] and m["alarm"]["n_benign"]:
+        assert (out / "roc_curve.png").stat().st_size > 1000
+    calibrated = checkpoint.with_name("best.calibrated.pt")
+    spec = load_checkpoint(calibrated)["spec"]
+    assert [p.name for p in spec.operating_points] == ["far1", "far5", "far10"]
+    assert spec.default_operating_point == "far5"
+    assert not load_checkpoint(checkpoint)["spec"].operating_points  # original untouched
+
+
+def test_eval_onnx_matches_checkpoint(synth_dir, checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    ckpt = load_checkpoint(checkpoint)
+    spec = ckpt["spec"]
+    model = build_model(spec)
+    model.load_state_dict(ckpt["model"])
+    module = build_inference_module(model, spec)
+    path = tmp_path / "m.onnx"
+    names = ["boxes", "scores", "classes", "num_dets"]
+    torch.onnx.export(
+        module,
+        (torch.rand(2, 3, 64, 64),),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["images"],
+        output_names=names,
+        dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
+    )
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {METADATA_KEY: spec.to_json()})
+    onnx.save(proto, str(path))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(["eval", str(checkpoint), str(synth_dir), "--out", str(a)]) == 0
+    assert cli(["eval", str(path), str(synth_dir), "--out", str(b)]) == 0
+    ma = json.loads((a / "metrics.json").read_text())
+    mb = json.loads((b / "metrics.json").read_text())
+    assert mb["coco"]["n_gt"] == ma["coco"]["n_gt"]
+    assert mb["coco"]["AP50"] == pytest.approx(ma["coco"]["AP50"], abs=0.02)
+    assert mb["alarm"]["auroc"] == pytest.approx(ma["alarm"]["auroc"], abs=0.02)
+
+
+def test_eval_errors_name_the_problem(checkpoint, tmp_path):
+    assert cli(["eval", str(tmp_path / "missing.pt"), str(tmp_path)]) == 2
