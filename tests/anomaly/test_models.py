@@ -117,3 +117,20 @@ def test_student_training_step_lowers_the_loss():
         opt.step()
     assert float(model.loss(x).detach()) < 0.7 * first
     assert all(not p.requires_grad for p in model.teacher.parameters())
+
+
+def test_parity_holds_where_patches_match_the_bank_exactly():
+    """Distances ~0 (benign air, training patches) are where the expanded form cancels."""
+    torch.manual_seed(0)
+    spec = _spec("anomaly_patchcore", memory_bank_size=200)
+    model = build_model(spec).eval()
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    x[:, :, :32] = 1.0  # white air, as in every scan
+    emb = model.embed(x).reshape(-1, model.features.dim)
+    model.set_memory_bank(emb[greedy_coreset(emb, 200, proj_dim=32)])
+    sess, _ = _export(model, x)
+    amap, scores = sess.run(["anomaly_map", "scores"], {"images": x.numpy()})
+    with torch.no_grad():
+        tmap, tscores = model(x)
+    np.testing.assert_allclose(amap, tmap.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores, tscores.numpy(), rtol=1e-3, atol=1e-4)

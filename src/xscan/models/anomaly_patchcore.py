@@ -80,15 +80,19 @@ class PatchFeatures(nn.Module):
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """Euclidean distance of each query ``(M, D)`` to its nearest bank row ``(N, D)`` -> ``(M,)``.
 
-    Written as matmul + topk so it exports to plain ONNX ops (no ``cdist``).
+    The search is a matmul + ``topk`` on ``||a||^2 - 2 a.b + ||b||^2`` (plain ONNX ops, no
+    ``cdist``); the distance to the row found is then recomputed directly, because the
+    expanded form cancels catastrophically for near-identical patches (benign air, where the
+    true distance is ~0) and would make PyTorch and onnxruntime disagree there.
     """
     d2 = (
         (queries * queries).sum(1, keepdim=True)
         - 2.0 * queries @ bank.t()
         + (bank * bank).sum(1).unsqueeze(0)
     )
-    nearest = torch.topk(d2, 1, dim=1, largest=False).values[:, 0]
-    return torch.sqrt(torch.clamp(nearest, min=0.0))
+    idx = torch.topk(d2, 1, dim=1, largest=False).indices[:, 0]
+    diff = queries - bank.index_select(0, idx)
+    return torch.sqrt((diff * diff).sum(1))
 
 
 class PatchCore(nn.Module):
