@@ -88,6 +88,7 @@ m.main(cfg, datasets=(ShapesDataset(32, seed=0), ShapesDataset(9, seed=1)), coll
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     script = tmp_path / "ddp_train.py"
     out = tmp_path / "run"

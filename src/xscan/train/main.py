@@ -222,6 +222,7 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
     val_loader = make_loader(val_set, cfg, info, False, collate) if val_set is not None else None
     run = Run(cfg, info, out)
     run.datasets_from_config = datasets is None
+    run.has_val = val_loader is not None
     steps = len(train_loader)
     if steps == 0:
         raise ValueError(f"{cfg.source}: data: fewer training samples than one batch")
@@ -320,8 +321,11 @@ def _end_epoch(run: Run, epoch: int, stats: dict, metrics: dict, writer) -> None
     key = flat.get("AP50", flat.get("auroc", float("nan")))
     payload = run.payload(epoch + 1, {k: v for k, v in metrics.items() if k != "records"})
     save_checkpoint(run.out / "last.pt", **payload)
-    if not metrics or (np.isfinite(key) and key > run.best) or not (run.out / "best.pt").exists():
-        if metrics and np.isfinite(key):
+    # best.pt: the best evaluated epoch (AP50, or AUROC without boxes); the latest epoch when
+    # there is no validation data; the first epoch until an evaluation happens.
+    improved = bool(metrics) and np.isfinite(key) and key > run.best
+    if improved or not run.has_val or not (run.out / "best.pt").exists():
+        if improved:
             run.best = float(key)
             payload["best_metric"] = run.best
         save_checkpoint(run.out / "best.pt", **payload)
