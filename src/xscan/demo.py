@@ -199,7 +199,8 @@ def train_data_overrides(data: Path) -> list[str]:
     (``kind: xscan`` reads a folder written by ``xscan synth``)."""
     train, val = json.dumps(str(data / "train")), json.dumps(str(data / "test"))
     return ["--set", f"data.train=[{{kind: xscan, path: {train}}}]",
-            "--set", f"data.val=[{{kind: xscan, path: {val}}}]"]  # fmt: skip
+            "--set", f"data.val=[{{kind: xscan, path: {val}}}]",
+            "--set", f"data.test=[{{kind: xscan, path: {val}}}]"]  # fmt: skip
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
