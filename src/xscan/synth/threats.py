@@ -213,9 +213,8 @@ def scissors(rng: np.random.Generator, pc: float) -> LocalShape:
     for sign in (-1, 1):
         a = np.radians(sign * open_deg / 2)
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        blade = np.array(
-            [[0, -0.7], [L, -0.1 * sign], [L, 0.05], [0, 0.7], [-2.5, 0.5], [-2.5, -0.5]]
-        )
+        bw = rng.uniform(0.8, 1.2)
+        blade = np.array([[0, -bw], [L, -0.12], [L, 0.12], [0, bw], [-2.5, 0.6], [-2.5, -0.6]])
         shape.polygon("steel", blade @ rot.T, 0.25)
         c = np.array([-5.0, sign * 1.8]) @ rot.T
         shape.ring(loop_mat, c[0], c[1], 1.5, 0.8 if loop_mat == "nylon" else 0.4)
