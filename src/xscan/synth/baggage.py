@@ -29,7 +29,7 @@ from xscan.synth.threats import (
     rounded_rect,
 )
 
-CLUTTER_ITEMS = {"low": (8, 12), "medium": (15, 24), "high": (26, 38)}
+CLUTTER_ITEMS = {"low": (8, 12), "medium": (17, 27), "high": (28, 40)}
 # Non-threat classes of the taxonomy that baggage scans annotate.
 BENIGN_ANNOTATED = ("laptop", "phone", "battery", *BAGGAGE_RESTRICTED)
 
@@ -475,12 +475,12 @@ CLUTTER_BUILDERS = {
     "clothing": (_clothing, 6.0),
     "pouch": (_pouch, 1.0),
     "can": (_can, 0.8),
-    "hardware": (_hardware, 1.5),
+    "hardware": (_hardware, 2.5),
     "belt": (_belt, 0.6),
     "pens": (_pens, 0.8),
     "glasses": (_glasses, 0.4),
     "earphones": (_earphones, 0.8),
-    "gadget": (_gadget, 1.0),
+    "gadget": (_gadget, 1.5),
     "shoe": (_shoe, 1.2),
     "book": (_book, 1.0),
     "bottle": (_bottle, 1.0),
@@ -490,8 +490,8 @@ CLUTTER_BUILDERS = {
     "battery": (_battery, 0.4),
     "charger": (_charger, 1.0),
     "cable": (_cable, 2.5),
-    "keys": (_keys, 1.0),
-    "coins": (_coins, 0.8),
+    "keys": (_keys, 1.5),
+    "coins": (_coins, 1.2),
     "umbrella": (_umbrella, 0.5),
     "power_bank": (power_bank, 0.4),
     "liquid_container": (liquid_container, 0.5),
@@ -508,7 +508,7 @@ def _tilt(rng: np.random.Generator) -> float:
     return float(rng.uniform(0, 25) if rng.random() < 0.7 else rng.uniform(25, 70))
 
 
-SMALLS = {"low": (8, 16), "medium": (20, 35), "high": (35, 60)}
+SMALLS = {"low": (10, 20), "medium": (30, 50), "high": (50, 80)}
 
 
 def _smalls(shape: LocalShape, rng: np.random.Generator, L: float, W: float, n: int) -> None:
@@ -594,7 +594,7 @@ def build_baggage(
     a = math.radians(angle)
     ext_x = abs(L * math.cos(a)) + abs(Wd * math.sin(a)) + 8
     ext_y = abs(L * math.sin(a)) + abs(Wd * math.cos(a)) + 8
-    pc = max(ext_x / (W * rng.uniform(0.95, 1.06)), ext_y / (H * rng.uniform(0.95, 1.06)))
+    pc = max(ext_x / (W * rng.uniform(0.98, 1.1)), ext_y / (H * rng.uniform(0.98, 1.1)))
     cx = W / 2 + rng.uniform(-0.04, 0.04) * W
     cy = H / 2 + rng.uniform(-0.04, 0.04) * H
     scene = Scene(H, W, pc)
