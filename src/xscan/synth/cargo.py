@@ -64,6 +64,24 @@ def _wheel(t: _Truck, x: float, r: float = 50.0, dual: bool = True) -> None:
     t.disc("steel", x, r, 8, 200, inner=6.5)  # axle tube along the beam
 
 
+def _loose_items(t: _Truck, rng: np.random.Generator, x0: float, x1: float, deck: float) -> None:
+    """A few declared items on the floor of an otherwise empty container: a spare wheel, a
+    toolbox, a gas cylinder."""
+    for _ in range(int(rng.integers(1, 4))):
+        x = rng.uniform(x0 + 80, x1 - 80)
+        kind = rng.integers(3)
+        if kind == 0:
+            y = deck + 50
+            t.disc("rubber", x, y, 50, 28, inner=31)
+            t.disc("steel", x, y, 31, 1.2, inner=10)
+        elif kind == 1:
+            t.box("steel", x - 30, deck + 3, x + 30, deck + 33, 2 * 0.15)  # toolbox walls
+            t.box("steel", x - 28, deck + 5, x + 28, deck + 25, rng.uniform(2, 6))  # tools
+        else:
+            t.box("steel", x - 60, deck + 3, x + 60, deck + 33, 2 * 0.6)  # cylinder shell
+            t.box("steel", x + 60, deck + 13, x + 68, deck + 23, 8)  # valve
+
+
 def _tractor(t: _Truck, rng: np.random.Generator, x0: float) -> None:
     """Cab-over tractor unit occupying x0 .. x0 + 600 cm."""
     t.box("steel", x0 + 20, 120, x0 + 250, 380, 2 * 0.15)  # cab sides
@@ -121,7 +139,7 @@ def _pallet_stack(
     for by in np.arange(y0, y1, bh):
         t.box("cardboard", x + 2, by, x + pl - 2, by + 0.5, DEPTH_CM * 0.8)
     t.box("polyethylene", x, y0, x + pl, y1, 0.2)  # stretch wrap
-    return pl
+    return pl, y1
 
 
 def _anomaly(rng: np.random.Generator, kind: str, pc: float) -> tuple[LocalShape, str]:
@@ -200,17 +218,17 @@ def build_cargo(rng: np.random.Generator, size_hw: tuple[int, int], with_threat:
     _tractor(t, rng, cx0 + cont + 30)
 
     load = LOADS[int(rng.choice(len(LOADS), p=[0.2, 0.15, 0.15, 0.1, 0.1, 0.15, 0.15]))]
-    slots: list[tuple[float, float]] = []  # (x, length) of pallets, where anomalies can hide
+    slots: list[tuple[float, float, float]] = []  # (x, length, top) of pallets: hiding places
     if load != "empty":
         x = cx0 + 5
         end = cx0 + cont * rng.uniform(0.55, 1.0) - 5
         while x + 120 < end:
             kind = load if load != "mixed" else LOADS[int(rng.integers(5))]
-            pl = _pallet_stack(t, rng, x, deck, top, kind)
-            slots.append((x, pl))
+            pl, ytop = _pallet_stack(t, rng, x, deck, top, kind)
+            slots.append((x, pl, ytop))
             x += pl + rng.uniform(2, 15)
-    elif rng.random() < 0.5:  # an empty truck with a few added items (spare tyre, tools)
-        _wheel(t, cx0 + rng.uniform(100, cont - 100), 50, dual=False)
+    elif rng.random() < 0.5:  # an empty truck with a few added items
+        _loose_items(t, rng, cx0, cx0 + cont, deck)
 
     # the truck is drawn upright at the image centre-bottom (no resampling)
     cxp = W / 2
@@ -224,12 +242,14 @@ def build_cargo(rng: np.random.Generator, size_hw: tuple[int, int], with_threat:
         for _ in range(1 + int(rng.random() < 0.25)):
             kind = CARGO_ANOMALIES[int(rng.integers(len(CARGO_ANOMALIES)))]
             shape, _ = _anomaly(rng, kind, pc)
-            if slots and rng.random() < 0.8:
-                sx, sl = slots[int(rng.integers(len(slots)))]
-                x = sx + sl / 2 + rng.uniform(-0.3, 0.3) * sl
-            else:
-                x = cx0 + rng.uniform(0.1, 0.9) * cont
             hy = shape.h * pc / 2
-            y = deck + 20 + hy + rng.uniform(0, max(1.0, top - deck - 40 - 2 * hy))
+            if slots and rng.random() < 0.8:  # hidden inside a pallet of the load
+                sx, sl, ytop = slots[int(rng.integers(len(slots)))]
+                x = sx + sl / 2 + rng.uniform(-0.3, 0.3) * sl
+                lo, hi = deck + 17 + hy, ytop - hy
+                y = rng.uniform(lo, hi) if hi > lo else (deck + 17 + ytop) / 2
+            else:  # on the floor
+                x = cx0 + rng.uniform(0.1, 0.9) * cont
+                y = deck + 3 + hy
             scene.add(place(shape, to_px(x, y)), category=kind, is_threat=True)
     return scene
