@@ -499,8 +499,11 @@ CLUTTER_BUILDERS = {
 
 
 def _pick(rng: np.random.Generator, names, weights) -> str:
-    w = np.asarray(weights, np.float64)
-    return names[int(rng.choice(len(names), p=w / w.sum()))]
+    """One of ``names`` drawn with probability proportional to ``weights``."""
+    cum = np.cumsum(weights, dtype=np.float64)
+    return names[
+        min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(names) - 1)
+    ]
 
 
 def _tilt(rng: np.random.Generator) -> float:
