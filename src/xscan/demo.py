@@ -80,6 +80,8 @@ class Demo:
         self.plan = plan
         self.step = 0
         self.unavailable: list[str] = []
+        self.detections = 0  # over all scoring runs
+        self.trained_here = False
         self.t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- plumbing
@@ -157,6 +159,7 @@ class Demo:
         if not ok:  # e.g. the final evaluation failed after the weights were saved
             self.say(stage, f"training exited with an error but saved {ckpt}; continuing")
         self.say(stage, f"trained for up to {minutes:g} min: {ckpt}")
+        self.trained_here = True
         stage = "3 export"
         if not self.has_command("export"):
             self.unavailable_stage(stage, "xscan export is not part of this build")
@@ -191,6 +194,8 @@ class Demo:
             return None
         log = (self.out / "logs" / f"score_{name}.log").read_text().strip().splitlines()
         self.say(stage, f"{name}: {log[-1] if log else ''}")
+        with open(run_dir / "results.jsonl", encoding="utf-8") as f:
+            self.detections += sum(len(json.loads(line).get("detections") or []) for line in f)
         return run_dir / "report.html"
 
 
@@ -256,6 +261,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  not done: {stage}")
     for r in reports:
         print(f"  report: {r}")
+    if reports and demo.trained_here and demo.detections == 0:
+        print(
+            "  note: the briefly trained detector reported nothing above its score threshold; "
+            "train longer (--train-minutes, or configs/detect_baggage_synth.yaml in full) or "
+            "use the shipped default model (--skip-train)"
+        )
     if not reports:
         print("  no report was produced")
         return 1
