@@ -183,9 +183,10 @@ class LocalShape:
         off = np.array([c0, r0], np.float64)
         hh, ww = r1 - r0, c1 - c0
         if line is None:
-            # Exact area coverage: fill on a finer grid without anti-aliasing and average it
-            # down (anti-aliased fills grow every outline by ~0.7 px, a lot for small parts).
-            ss = 4 if hh * ww <= 10_000 else 2 if hh * ww <= 40_000 else 1
+            # Exact area coverage for small parts: fill on a finer grid without anti-aliasing and
+            # average it down (anti-aliased fills grow every outline by ~0.7 px, which matters
+            # for a rivet, not for a folded shirt).
+            ss = 4 if hh * ww <= 4_096 else 2 if hh * ww <= 16_384 else 1
             fine = np.zeros((hh * ss, ww * ss), np.uint8)
             pts = [(((p - off + 0.5) * ss - 0.5) * 16 + 0.5).astype(np.int32) for p in polys_px]
             cv2.fillPoly(fine, pts, 255, lineType=cv2.LINE_8 if ss > 1 else cv2.LINE_AA, shift=4)
