@@ -158,3 +158,26 @@ def test_render_threat_patch_is_one_outside_the_object():
     assert np.all(high <= 1.0)
     with pytest.raises(ValueError, match="unknown threat"):
         render_threat_patch("banana", 0)
+
+
+def test_threat_patch_projects_into_a_clear_scan():
+    from xscan.synth.tip import project_raw
+
+    scan = generate_scan("baggage", (160, 160), 3, SynthOptions(with_threat=False))
+    low, high, mask = render_threat_patch("firearm", 1, "baggage", pixel_cm=scan.pixel_cm)
+    x, y = 20, 30
+    new_low, new_high = project_raw(scan.t_low, scan.t_high, low, high, x, y)
+    h, w = low.shape
+    region = (slice(y, y + h), slice(x, x + w))
+    expect = scan.t_high[region] * high[: 160 - y, : 160 - x]
+    assert np.allclose(new_high[region], expect, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(
+        new_low[~_pad(mask, (160, 160), x, y)], scan.t_low[~_pad(mask, (160, 160), x, y)]
+    )
+
+
+def _pad(mask: np.ndarray, shape: tuple[int, int], x: int, y: int) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    h, w = min(mask.shape[0], shape[0] - y), min(mask.shape[1], shape[1] - x)
+    out[y : y + h, x : x + w] = mask[:h, :w]
+    return out
