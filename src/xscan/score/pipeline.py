@@ -298,8 +298,9 @@ def run_pipeline(
 ) -> dict[str, float]:
     """Score ``items`` with ``model``; hand each batch's records (input order) to ``sink``.
 
-    ``sink(records, decoded)`` runs in the writer thread. Returns busy times in seconds
-    (``infer_s``, ``wait_s`` spent waiting for decoded inputs, ``wall_s``).
+    ``sink(records, decoded)`` runs in the writer thread. Returns times in seconds:
+    ``infer_s`` (inference), ``wait_s`` (inference waiting for decoded inputs),
+    ``write_wait_s`` (inference waiting for the writer) and ``wall_s``.
     """
     prefetch = opts.prefetch or 4 * opts.batch_size
     in_q: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -309,7 +310,7 @@ def run_pipeline(
     def decode(item: InputItem) -> Decoded:
         return decode_item(item, model, opts.max_pixels, opts.keep_images)
 
-    stats = {"infer_s": 0.0, "wait_s": 0.0, "wall_s": 0.0}
+    stats = {"infer_s": 0.0, "wait_s": 0.0, "write_wait_s": 0.0, "wall_s": 0.0}
     t_start = time.perf_counter()
     pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="xscan-decode")
     stop = threading.Event()
@@ -332,8 +333,11 @@ def run_pipeline(
             stats["wait_s"] += time.perf_counter() - t0
             if pending and (done or len(pending) >= opts.batch_size):
                 t1 = time.perf_counter()
-                out_q.put(_score(model, pending, opts.threshold, opts.keep_images))
-                stats["infer_s"] += time.perf_counter() - t1
+                job = _score(model, pending, opts.threshold, opts.keep_images)
+                t2 = time.perf_counter()
+                out_q.put(job)
+                stats["infer_s"] += t2 - t1
+                stats["write_wait_s"] += time.perf_counter() - t2
                 pending = []
     finally:
         stop.set()
