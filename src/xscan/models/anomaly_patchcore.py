@@ -148,14 +148,18 @@ def greedy_coreset(
     if proj_dim and proj_dim < x.shape[1]:
         proj = torch.randn(x.shape[1], proj_dim, generator=g) / proj_dim**0.5
         x = x @ proj
+    x = x.contiguous()
+    sq = (x * x).sum(1)
     start = int(torch.randint(m, (1,), generator=g))
     chosen = torch.empty(n, dtype=torch.long)
     chosen[0] = start
-    min_d = ((x - x[start]) ** 2).sum(1)
+    # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c: one matrix-vector product per step, no (M, d)
+    # temporary (the selection is memory-bound on large banks)
+    min_d = sq + sq[start] - 2.0 * torch.mv(x, x[start])
     for i in range(1, n):
         idx = int(torch.argmax(min_d))
         chosen[i] = idx
-        min_d = torch.minimum(min_d, ((x - x[idx]) ** 2).sum(1))
+        torch.minimum(min_d, sq + sq[idx] - 2.0 * torch.mv(x, x[idx]), out=min_d)
     return chosen
 
 

@@ -170,7 +170,7 @@ def train_student(model, crops: np.ndarray, cfg: ExperimentConfig) -> list[float
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(x)
+            total += float(loss.detach()) * len(x)
             n += len(x)
         losses.append(total / max(n, 1))
         log.info("epoch %d/%d student loss %.4f", epoch + 1, tc.epochs, losses[-1])
