@@ -132,7 +132,7 @@ def _shell(rng: np.random.Generator, pc: float, L: float, W: float, angle: float
 
 
 def _trolley(shape: LocalShape, rng: np.random.Generator, L: float, W: float) -> None:
-    """Telescopic handle rails (steel or aluminium tubes) and wheels at one end."""
+    """Telescopic handle rails (steel or aluminium tubes or profiles) and wheels at one end."""
     if rng.random() > 0.85:
         return
     mat = "steel" if rng.random() < 0.6 else "aluminium"
@@ -140,9 +140,17 @@ def _trolley(shape: LocalShape, rng: np.random.Generator, L: float, W: float) ->
     rail_l = L * rng.uniform(0.75, 0.95)
     x = -L / 2 + rail_l / 2 + 1
     off = W * rng.uniform(0.18, 0.3)
+    flat = rng.random() < 0.5  # rectangular profiles (wide bands) or round tubes
+    pw, ph = rng.uniform(2.2, 3.6), rng.uniform(1.0, 1.6)
     for y in (-off, off):
-        shape.cylinder(mat, x, y, rail_l, 1.1, 1.1 - wall)
-        shape.cylinder(mat, x, y, rail_l * 0.7, 0.85, 0.85 - wall)
+        if flat:
+            for k, (length, w) in enumerate(((rail_l, pw), (rail_l * 0.7, pw * 0.8))):
+                shape.box(mat, x, y, length, w, 2 * wall)  # top and bottom of the profile
+                for side in (-1, 1):  # its side walls, seen edge-on
+                    shape.box(mat, x, y + side * (w / 2 - wall / 2), length, wall, ph - 0.2 * k)
+        else:
+            shape.cylinder(mat, x, y, rail_l, 1.1, 1.1 - wall)
+            shape.cylinder(mat, x, y, rail_l * 0.7, 0.85, 0.85 - wall)
     shape.box("nylon", -L / 2 - 0.5, 0, 3.0, 2 * off + 3, 2.5)
     shape.box("steel", -L / 2 + 2, 0, 1.0, 2 * off + 2, 0.3)
     shape.box(mat, L / 2 - 6, 0, 0.8, 2 * off, 0.8)  # cross bar
