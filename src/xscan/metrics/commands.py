@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         default=None,
         metavar="DIR",
-        help="output folder (default: eval/<model stem>_<dataset name>)",
+        help="output folder (default: runs/eval/<model stem>_<dataset name>)",
     )
     p.add_argument(
         "--far",

@@ -33,10 +33,16 @@ def load_records(dataset: str, kind: str | None, split: str | None, limit: int |
     return records, kind
 
 
-def _slices(records) -> list[dict[str, Any]]:
+def _slices(records, class_names) -> list[dict[str, Any]]:
+    """Per scan: its first subset and the highest occlusion level of its model-class objects."""
+    names = set(class_names)
     out = []
     for r in records:
-        levels = [o.occlusion_level for o in r.objects if o.occlusion_level is not None]
+        levels = [
+            o.occlusion_level
+            for o in r.objects
+            if o.occlusion_level is not None and o.label in names
+        ]
         out.append(
             {
                 "subset": r.subsets[0] if r.subsets else None,
@@ -128,13 +134,13 @@ def run_eval(args) -> int:
             model_path, records, args.batch_size, args.workers
         )
     has_boxes = any(r.objects for r in records)
-    for g, s in zip(gts, _slices(records), strict=True):
+    for g, s in zip(gts, _slices(records, spec.class_names), strict=True):
         g.update(s, has_boxes=has_boxes)
     metrics = metrics_from_predictions(gts, preds, spec.class_names, fars)
     given = {op.name: op.threshold for op in spec.operating_points}
     scores = np.array([g["image_score"] for g in gts])
     threat = np.array([g["is_threat"] for g in gts], bool)
-    out = Path(args.out or Path("eval") / f"{model_path.stem}_{Path(args.dataset).name}")
+    out = Path(args.out or Path("runs") / "eval" / f"{model_path.stem}_{Path(args.dataset).name}")
     out.mkdir(parents=True, exist_ok=True)
     report = _report(metrics, spec, given, scores, threat, model_path, args.dataset, kind)
     _write_curves(metrics, scores, threat, out)
