@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the shipped default detector from scratch on a CPU (about 30-40 minutes on 2 cores):
+# Rebuild the shipped default detector from scratch on a CPU (on an idle 2-core machine: about
+# 10 minutes of scan generation, the config's training budget of 20 minutes, 2 of export):
 #   models/xscan-detector-baggage.onnx        FP32, parity-gated against PyTorch
 #   models/xscan-detector-baggage.int8.onnx   INT8 twin, written only if its AP50 stays within
 #                                             export.int8_max_ap50_drop (1 point) of FP32
