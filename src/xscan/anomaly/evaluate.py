@@ -16,7 +16,8 @@ Reported (``OUT/metrics.json``):
   compared with its earlier cleared scans in ``reference_dir/<scan stem>/``.
 
 Overlays (``OUT/overlays/*.png``): the highest-scoring benign scans (false alarms first) and
-the threat scans, heat map coloured from the operating threshold.
+the highest-scoring threat scans, heat map coloured from two units below the operating
+threshold up.
 """
 
 from __future__ import annotations
@@ -191,19 +192,16 @@ def evaluate(
 
 
 def _keep_for_overlay(kept, scan: LabelledScan, score: float, amap: np.ndarray, n: int):
-    """Keep the ``n`` most interesting scans: threats and the highest-scoring benign ones."""
+    """Keep the most telling scans for overlays: the highest-scoring benign scans (false
+    alarms first) and the highest-scoring threat scans, ``n // 2`` each (the rest to benign)."""
     if n <= 0:
         return kept
     small = _reduce(amap, np.zeros(amap.shape, bool), 1024)[0]
-    kept.append(
-        (
-            score + (1e6 if scan.label else 0.0),
-            LabelledScan(scan.name, _thumb(scan.image), scan.label, None),
-            small,
-        )
-    )
+    kept.append((score, LabelledScan(scan.name, _thumb(scan.image), scan.label, None), small))
     kept.sort(key=lambda t: -t[0])
-    return kept[:n]
+    threats = [k for k in kept if k[1].label][: n // 2]
+    benign = [k for k in kept if not k[1].label][: n - len(threats)]
+    return sorted(threats + benign, key=lambda t: -t[0])
 
 
 def _thumb(image: np.ndarray, max_side: int = 1024) -> np.ndarray:
