@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gate-data",
         metavar="DIR",
-        help="labelled xscan synth folder for the INT8 AP50 gate "
-        "(default: generated with a fixed seed)",
+        help="labelled xscan synth folder for the INT8 AP50 gate (default: the checkpoint "
+        "config's test/val folder if present, else scans generated with a fixed seed)",
     )
     p.add_argument("--gate-count", type=int, default=200, help="scans used by the INT8 gate")
     p.add_argument(
