@@ -190,8 +190,7 @@ def test_batcher_waits_for_company_only_while_requests_are_being_decoded():
     lone = _item(served)
     b.submit(lone)
     assert lone.future.result(10).batch_size == 1  # nobody else coming: no 30 s wait
-    b.begin_prepare()
-    b.begin_prepare()
+    assert b.begin_prepare() and b.begin_prepare()
     first = _item(served)
     b.submit(first, prepared=True)
     time.sleep(0.2)
@@ -229,6 +228,7 @@ def test_batcher_queue_is_bounded_and_failures_reach_the_requests():
     b.submit(second)
     with pytest.raises(QueueFull):
         b.submit(_item(served))
+    assert not b.begin_prepare()  # admission counts what is queued too
     b.start()
     with pytest.raises(RuntimeError, match="exploded"):
         first.future.result(5)

@@ -269,10 +269,14 @@ async def inspect(request: Request) -> Response:
         served = state.served()
         batcher = state.batcher
         assert batcher is not None
-        if batcher.full:  # shed load before reading the body
+        if not batcher.begin_prepare():  # shed load before reading the body
             state.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(503, "overloaded", "inference queue is full", {"Retry-After": "1"})
-        batcher.begin_prepare()
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{batcher.queue_size} inspections are already in progress",
+                {"Retry-After": "1"},
+            )
         handed_over = False
         try:
             data, lane, scan = await _read_inspection(request)

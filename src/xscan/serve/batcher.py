@@ -147,14 +147,23 @@ class MicroBatcher:
         return len(self._queue)
 
     @property
-    def full(self) -> bool:
-        """Waiting for inference or for the audit commit counts against ``queue_size``."""
-        return len(self._queue) + self._awaiting_commit >= self.queue_size
+    def inside(self) -> int:
+        """Inspections past admission: being decoded, queued, or waiting for the audit."""
+        return self._preparing + len(self._queue) + self._awaiting_commit
 
-    def begin_prepare(self) -> None:
-        """A request is being read and decoded and will probably be submitted soon."""
+    @property
+    def full(self) -> bool:
+        return self.inside >= self.queue_size
+
+    def begin_prepare(self) -> bool:
+        """Admit a request that is about to be read and decoded; ``False`` (not admitted)
+        when ``queue_size`` inspections are already inside the service. Bounding them all,
+        not only those queued for inference, bounds the bodies held in memory and the wait."""
         with self._cond:
+            if self._preparing + len(self._queue) + self._awaiting_commit >= self.queue_size:
+                return False
             self._preparing += 1
+            return True
 
     def end_prepare(self) -> None:
         """That request was submitted or failed: call once per :meth:`begin_prepare`."""
