@@ -138,7 +138,18 @@ def render_markdown(card: dict[str, Any]) -> str:
         )
     if not s["operating_points"]:
         lines.append(f"| (none: alarms at score_threshold {s['score_threshold']}) | | | | | |")
-    lines += ["", "## Metrics", "", *_table(card["metrics"]), "## Training data", ""]
+    lines += [
+        "",
+        "## Metrics",
+        "",
+        "Recorded by training (`spec.info.metrics`, validation set):",
+        "",
+    ]
+    lines += _table(card["metrics"])
+    test = (s["info"].get("training") or {}).get("test")
+    if isinstance(test, dict) and test:
+        lines += ["Held-out test set, evaluated after training:", "", *_table(test)]
+    lines += ["## Training data", ""]
     lines += _table(
         card["training_data"]
         if isinstance(card["training_data"], dict)
