@@ -9,9 +9,12 @@ for different models (a reload happened in between) never share a batch: each ru
 model it was prepared for. Scans large enough to need tiling run alone through
 ``model.predict``.
 
-The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`QueueFull` instead of
-letting waits grow without limit. Each item carries a ``concurrent.futures.Future``; the
-request handler cancels it when its deadline passes, and the inference thread skips
+Admission is bounded: :meth:`MicroBatcher.begin_prepare` refuses a request when
+``queue_size`` inspections are already inside (being decoded, queued, or awaiting the audit
+commit), and :meth:`MicroBatcher.submit` raises :class:`QueueFull` at the same bound, instead
+of letting memory and waits grow without limit. Each item carries a
+``concurrent.futures.Future``; the request handler cancels it when its deadline passes, and
+the inference thread skips
 cancelled items (``set_running_or_notify_cancel``), so a timed-out request costs no compute
 and leaves no audit record.
 

@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-batch", type=int, help="largest inference batch (default 8)")
     p.add_argument("--max-delay-ms", type=float, help="longest wait to fill a batch (default 5 ms)")
     p.add_argument(
-        "--queue-size", type=int, help="inspections allowed to wait; beyond: 503 (default 64)"
+        "--queue-size",
+        type=int,
+        help="inspections allowed in the service at once; beyond: 503 (default 64)",
     )
     p.add_argument("--timeout-ms", type=float, help="per-request deadline; 504 (default 10000)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
