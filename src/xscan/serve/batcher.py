@@ -14,9 +14,8 @@ Admission is bounded: :meth:`MicroBatcher.begin_prepare` refuses a request when
 commit), and :meth:`MicroBatcher.submit` raises :class:`QueueFull` at the same bound, instead
 of letting memory and waits grow without limit. Each item carries a
 ``concurrent.futures.Future``; the request handler cancels it when its deadline passes, and
-the inference thread skips
-cancelled items (``set_running_or_notify_cancel``), so a timed-out request costs no compute
-and leaves no audit record.
+the inference thread skips cancelled items (``set_running_or_notify_cancel``), so a timed-out
+request costs no compute and leaves no audit record.
 
 After inference a batch's decisions go to a second thread that appends them to the audit log
 with one fsync for everything waiting (group commit, overlapping the next batch's inference),
