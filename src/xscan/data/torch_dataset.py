@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -31,6 +32,10 @@ from xscan.data.records import DatasetCollection, ScanRecord
 from xscan.data.sample import Sample, load_record
 from xscan.preprocess import letterbox, to_modality
 from xscan.spec import ModelSpec
+
+# OpenCV's own thread pool does not survive fork(): DataLoader workers forked from a process
+# that has used it can hang on its lock. Parallelism comes from the workers instead.
+cv2.setNumThreads(0)
 
 log = logging.getLogger(__name__)
 

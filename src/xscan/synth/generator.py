@@ -317,7 +317,11 @@ def write_dataset(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # Not "fork": a child forked from a process whose OpenCV/OpenMP thread pools are
+        # already running can inherit a held lock and hang (seen when generating from a
+        # process that had trained or scored before). forkserver children start clean.
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         with ProcessPoolExecutor(min(workers, n), mp_context=ctx, initializer=_init_worker) as pool:
             for k, res in enumerate(
                 pool.map(_make_one, jobs, chunksize=max(1, min(8, n // (4 * workers))))
