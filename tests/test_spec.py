@@ -45,3 +45,14 @@ def test_unknown_and_newer_schema_rejected():
         ModelSpec.from_dict({**d, "colour": 1})
     with pytest.raises(SpecError, match="newer"):
         ModelSpec.from_dict({**d, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_tile_max_downscale_travels_and_is_validated():
+    s = _spec(tile_max_downscale=8.0)
+    assert ModelSpec.from_json(s.to_json()).tile_max_downscale == 8.0
+    # Files written before the field existed read with the default policy.
+    d = s.to_dict()
+    del d["tile_max_downscale"]
+    assert ModelSpec.from_dict(d).tile_max_downscale == 2.0
+    with pytest.raises(SpecError, match="tile_max_downscale"):
+        _spec(tile_max_downscale=0.5)

@@ -89,8 +89,12 @@ class ModelSpec:
     default_operating_point: str | None = None
     # Anomaly models: how the raw score maps to the normalised score that thresholds use.
     score_normalization: dict[str, float] = field(default_factory=dict)
-    # Tiling for scans larger than the input (cargo): tile size is input_size.
+    # Tiling for scans larger than the input (cargo, line scans): tile size is input_size.
+    # The runtime tiles a scan only when fitting it whole would shrink it more than
+    # tile_max_downscale times: a model trained on whole bags at the input size keeps seeing
+    # whole bags, a cargo model trained on native-resolution crops sees tiles.
     tile_overlap: float = 0.25
+    tile_max_downscale: float = 2.0
     name: str = "xscan-model"
     version: str = "0"
     weights_sha256: str = ""
@@ -163,6 +167,8 @@ class ModelSpec:
             raise SpecError(f"max_detections: expected > 0, got {self.max_detections}")
         if not 0.0 <= self.tile_overlap < 1.0:
             raise SpecError(f"tile_overlap: expected [0, 1), got {self.tile_overlap}")
+        if not self.tile_max_downscale >= 1.0:
+            raise SpecError(f"tile_max_downscale: expected >= 1, got {self.tile_max_downscale}")
         names = [op.name for op in self.operating_points]
         if len(set(names)) != len(names):
             raise SpecError(f"operating_points: duplicate names in {names}")

@@ -95,3 +95,20 @@ def test_scaled_tiles_cover_more_and_still_merge(dark_box_onnx):
     assert p.tiles == 4  # 400 px in 128-px windows; 128 high: one row
     assert p.num_detections == 1
     np.testing.assert_allclose(p.boxes[0], rect, atol=2.5)  # windows are halved on the way in
+
+
+def test_tiling_policy_comes_from_the_spec(tmp_path):
+    import numpy as np
+
+    from toy_models import make_toy_detector, toy_detector_spec
+    from xscan.runtime import load_model
+
+    img = np.full((640, 640, 3), 200, np.uint8)  # 10x the 64 px toy input
+    whole = make_toy_detector(
+        tmp_path / "whole.onnx", toy_detector_spec().replace(tile_max_downscale=16.0)
+    )
+    tiled = make_toy_detector(tmp_path / "tiled.onnx", toy_detector_spec())
+    assert not load_model(whole).wants_tiling(img)
+    assert load_model(tiled).wants_tiling(img)
+    # An explicit argument still overrides the spec.
+    assert load_model(whole, max_downscale=2.0).wants_tiling(img)

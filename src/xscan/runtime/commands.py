@@ -76,7 +76,10 @@ def _fmt_spec(spec, sha256: str, path: str) -> str:
             if v is not None
         )
         lines.append(f"  {mark} {op.name:<12} threshold {op.threshold:.4f}  {extra}")
-    lines.append(f"tile overlap   {spec.tile_overlap}")
+    lines.append(
+        f"tiling         when fitting whole shrinks > {spec.tile_max_downscale:g}x; "
+        f"overlap {spec.tile_overlap}"
+    )
     lines.append(f"file sha256    {sha256}")
     lines.append(f"weights sha256 {spec.weights_sha256 or '-'}")
     for key, value in sorted(spec.info.items()):

@@ -13,7 +13,7 @@ from xscan.runtime.model import OnnxModel
 from xscan.runtime.session import read_metadata, resolve_providers
 
 # The models shipped in the repository's models/ folder, by task.
-DEFAULT_MODELS = {"detect": "xscan-detector-baggage.onnx"}
+DEFAULT_MODELS = {"detect": "xscan-detector-baggage.onnx", "anomaly": "xscan-anomaly-cargo.onnx"}
 MODELS_DIR_ENV = "XSCAN_MODELS_DIR"
 
 

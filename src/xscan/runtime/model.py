@@ -27,7 +27,8 @@ class OnnxModel:
     the same function training uses.
 
     ``tiling``: ``auto`` cuts a scan into overlapping tiles when fitting it whole would
-    shrink it more than ``max_downscale`` times; ``always`` / ``never`` force it. A tile
+    shrink it more than ``max_downscale`` times (default: the model's
+    ``spec.tile_max_downscale``); ``always`` / ``never`` force it. A tile
     covers ``tile_scale`` x the input size of the original image (1.0: the input size at
     native resolution; 2.0: twice that, halved on the way in), overlapping by
     ``spec.tile_overlap``.
@@ -41,7 +42,7 @@ class OnnxModel:
         providers: Sequence[str] | str | None = None,
         threads: int | None = None,
         tiling: str = "auto",
-        max_downscale: float = 2.0,
+        max_downscale: float | None = None,
         batch_size: int = 8,
         tile_scale: float = 1.0,
     ):
@@ -57,7 +58,9 @@ class OnnxModel:
         if tiling not in TILING_MODES:
             raise ValueError(f"tiling: expected one of {TILING_MODES}, got {tiling!r}")
         self.tiling = tiling
-        self.max_downscale = float(max_downscale)
+        self.max_downscale = float(
+            self.spec.tile_max_downscale if max_downscale is None else max_downscale
+        )
         if not tile_scale > 0:
             raise ValueError(f"tile_scale: expected > 0, got {tile_scale}")
         self.tile_scale = float(tile_scale)
