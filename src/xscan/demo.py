@@ -271,8 +271,8 @@ def run(args: argparse.Namespace) -> int:
     if reports and demo.trained_here and demo.detections == 0:
         print(
             "  note: the briefly trained detector reported nothing above its score threshold; "
-            "train longer (--train-minutes, or configs/detect_baggage_synth.yaml in full) or "
-            "use the shipped default model (--skip-train)"
+            "train longer (--train-minutes, or scripts/build_default_model.sh for the full "
+            "recipe); the shipped default model is in models/"
         )
     if not reports:
         print("  no report was produced")
