@@ -1,4 +1,4 @@
-"""``xscan data convert|stats|check``. Standard library only at import time."""
+"""``xscan data convert|stats|check``. numpy/OpenCV-level imports only (no torch) at import."""
 
 from __future__ import annotations
 
@@ -7,19 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-KINDS = (
-    "sixray",
-    "opixray",
-    "hixray",
-    "pidray",
-    "clcxray",
-    "gdxray",
-    "coco",
-    "yolo",
-    "voc",
-    "xray_real_dev",
-    "xscan",
-)
+# Importing this module runs xscan/data/__init__.py, which loads the (torch-free) registry
+# anyway: the reader kinds are listed there, once.
+from xscan.data.registry import KINDS
 
 
 def _add_common(p: argparse.ArgumentParser, fmt_flag: str = "--format") -> None:
