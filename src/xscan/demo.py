@@ -43,19 +43,22 @@ class DemoPlan:
 
     n_train: int
     n_test: int
-    size: str  # WxH of synthetic scans
     train_minutes: float
     n_real: int  # real dev scans to score (0: none)
     config: Path
     seed: int = 2024
 
+    @property
+    def size(self) -> str:
+        """WxH of the synthetic scans: the detector config's input size, read from its spec."""
+        from xscan.config import load_config
 
-FULL = DemoPlan(
-    n_train=500, n_test=100, size="256x256", train_minutes=5.0, n_real=400, config=DETECT_CONFIG
-)
-QUICK = DemoPlan(
-    n_train=24, n_test=12, size="128x128", train_minutes=0.3, n_real=8, config=DETECT_CONFIG_QUICK
-)
+        h, w = load_config(self.config).model.input_size
+        return f"{w}x{h}"
+
+
+FULL = DemoPlan(n_train=500, n_test=100, train_minutes=5.0, n_real=400, config=DETECT_CONFIG)
+QUICK = DemoPlan(n_train=24, n_test=12, train_minutes=0.3, n_real=8, config=DETECT_CONFIG_QUICK)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
