@@ -8,10 +8,16 @@ Returned arrays:
 * 8-bit grayscale -> ``(H, W) uint8``; 16-bit grayscale -> ``(H, W) uint16``
 * 16-bit colour -> ``(H, W, 3) uint16`` RGB
 * raw dual-energy pair -> ``(H, W, 2) float32`` transmissions (low, high) in [0, 1]
+
+:func:`decode_image_scaled` / :func:`read_image_scaled` may decode an 8-bit JPEG at 1/2, 1/4
+or 1/8 of its size (libjpeg's DCT scaling, far cheaper than a full decode) when the caller
+says how small the image will be shrunk anyway; they report the original size alongside.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -55,6 +61,26 @@ def _sniff_size(data: bytes) -> tuple[int, int] | None:
                 w = int.from_bytes(data[i + 7 : i + 9], "big")
                 return w, h
             i += 2 + seg
+    return None
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
+    """``(width, height, components, bits per sample)`` from a JPEG's frame header (SOF), or
+    None when the bytes are not a JPEG or the header cannot be found."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        seg = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            bits = data[i + 4]
+            h = int.from_bytes(data[i + 5 : i + 7], "big")
+            w = int.from_bytes(data[i + 7 : i + 9], "big")
+            return w, h, data[i + 9], bits
+        i += 2 + seg
     return None
 
 
@@ -111,16 +137,127 @@ def decode_image(
     return np.ascontiguousarray(img)
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file; see the module docstring for the returned layouts."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror})") from e
-    return decode_image(data, str(path), max_pixels=max_pixels)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file; see the module docstring for the returned layouts."""
+    path = Path(path)
+    return decode_image(_read_bytes(path), str(path), max_pixels=max_pixels)
+
+
+# libjpeg's DCT scaling: decode at 1/f of the size for a fraction of the work.
+_REDUCED_FLAGS = {
+    (2, 3): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, 3): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, 3): cv2.IMREAD_REDUCED_COLOR_8,
+    (2, 1): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    (4, 1): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    (8, 1): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+DEFAULT_REDUCE_MARGIN = 2.0
+# A target size, or a function of the original (height, width) giving one (None: full decode).
+MinSize = tuple[int, int] | Callable[[int, int], "tuple[int, int] | None"] | None
+
+
+@dataclass(frozen=True)
+class ScaledImage:
+    """An image decoded at ``1 / factor`` of its size (``factor`` 1 = full resolution).
+
+    ``image`` has the layout :func:`decode_image` returns, ``ceil(orig_h / factor) x
+    ceil(orig_w / factor)`` pixels; ``orig_h`` / ``orig_w`` are the file's own size in pixels,
+    the frame boxes must be reported in.
+    """
+
+    image: np.ndarray
+    orig_h: int
+    orig_w: int
+    factor: int = 1
+
+
+def reduction_factor(
+    orig_hw: tuple[int, int], min_size_hw: tuple[int, int], margin: float = DEFAULT_REDUCE_MARGIN
+) -> int:
+    """The largest ``f`` in {2, 4, 8} such that an ``orig_hw`` image decoded at ``1 / f``
+    (``ceil(H / f) x ceil(W / f)``) is still at least ``margin`` x ``min_size_hw`` on both
+    axes, else 1. ``margin`` >= 1 keeps the final shrink an averaging (INTER_AREA) one."""
+    h, w = orig_hw
+    mh, mw = min_size_hw
+    best = 1
+    for f in (2, 4, 8):
+        if -(-h // f) >= margin * mh and -(-w // f) >= margin * mw:
+            best = f
+    return best
+
+
+def decode_image_scaled(
+    data: bytes,
+    source: str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size_hw: MinSize = None,
+    margin: float = DEFAULT_REDUCE_MARGIN,
+) -> ScaledImage:
+    """Decode image bytes, at reduced size when that loses nothing the caller keeps.
+
+    ``min_size_hw``: the ``(height, width)`` in pixels the caller will shrink the image to
+    (e.g. the letterboxed size inside a network input), or a function of the original
+    ``(height, width)`` giving it (None from the function: decode in full, e.g. because the
+    image will be tiled at native resolution). When given, an 8-bit gray or colour
+    JPEG (recognised by its bytes, not a file name) whose frame header declares its size is
+    decoded at ``1 / f`` of that size, ``f`` from :func:`reduction_factor`; every other image
+    (PNG, BMP, TIFF, 12-bit or CMYK JPEG, a JPEG whose header cannot be read) is decoded in
+    full, exactly as :func:`decode_image` does. The pixel-count guard applies to the
+    header-declared full size before anything is decoded. EXIF orientation is ignored, as in
+    :func:`decode_image`, so both paths see the same pixel grid.
+    """
+    frame = _jpeg_frame(data) if min_size_hw is not None and margin > 0 else None
+    if frame is None or sniff_format(data) != "jpeg":
+        img = decode_image(data, source, max_pixels=max_pixels)
+        return ScaledImage(img, int(img.shape[0]), int(img.shape[1]), 1)
+    w, h, comps, bits = frame
+    if w <= 0 or h <= 0 or comps not in (1, 3) or bits != 8:
+        img = decode_image(data, source, max_pixels=max_pixels)
+        return ScaledImage(img, int(img.shape[0]), int(img.shape[1]), 1)
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            f"{source}: image of {w}x{h} pixels exceeds the limit of {max_pixels}"
+        )
+    target = min_size_hw(h, w) if callable(min_size_hw) else min_size_hw
+    f = 1 if target is None else reduction_factor((h, w), target, margin)
+    if f == 1:
+        img = decode_image(data, source, max_pixels=max_pixels)
+        return ScaledImage(img, int(img.shape[0]), int(img.shape[1]), 1)
+    flags = _REDUCED_FLAGS[(f, comps)] | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{source}: corrupt or truncated jpeg image")
+    if img.shape[:2] != (-(-h // f), -(-w // f)):
+        raise ImageReadError(
+            f"{source}: JPEG header declares {w}x{h} pixels but the 1/{f} decode gave "
+            f"{img.shape[1]}x{img.shape[0]}"
+        )
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return ScaledImage(np.ascontiguousarray(img), h, w, f)
+
+
+def read_image_scaled(
+    path: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size_hw: MinSize = None,
+    margin: float = DEFAULT_REDUCE_MARGIN,
+) -> ScaledImage:
+    """Read an image file, reduced in decoding when possible; see :func:`decode_image_scaled`."""
+    path = Path(path)
+    return decode_image_scaled(
+        _read_bytes(path), str(path), max_pixels=max_pixels, min_size_hw=min_size_hw, margin=margin
+    )
 
 
 def to_transmission(img: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from xscan.preprocess import prepare_fast
 from xscan.runtime import load_model
-from xscan.score.pipeline import prepare_fast
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ def test_prepare_fast_matches_prepare_on_large_scans(toy_detector_onnx, shape, d
     rng = np.random.default_rng(0)
     image = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
     ref_x, ref_info = model.prepare(image)
-    x, info = prepare_fast(model, image)
+    x, info = prepare_fast(image, model.spec)
     assert info == ref_info
     assert x.shape == ref_x.shape and x.dtype == np.float32
     assert np.abs(x - ref_x).max() < 2e-5

@@ -123,6 +123,12 @@ class OnnxModel:
 
     # ----------------------------------------------------------------- prediction
     def wants_tiling(self, image: np.ndarray, tiling: str | None = None) -> bool:
+        """Whether ``image`` is scored in tiles (see the class docstring for the modes)."""
+        h, w = image.shape[:2]
+        return self.wants_tiling_hw(h, w, tiling)
+
+    def wants_tiling_hw(self, h: int, w: int, tiling: str | None = None) -> bool:
+        """:meth:`wants_tiling` for an image of ``h x w`` pixels not decoded yet."""
         mode = tiling or self.tiling
         if mode not in TILING_MODES:
             raise ValueError(f"tiling: expected one of {TILING_MODES}, got {mode!r}")
@@ -130,7 +136,6 @@ class OnnxModel:
             return False
         if mode == "always":
             return True
-        h, w = image.shape[:2]
         return should_tile(h, w, self.spec.input_size, self.max_downscale)
 
     def predict(

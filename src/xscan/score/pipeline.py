@@ -18,7 +18,6 @@ input order, which is what makes the store resumable.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import queue
 import threading
@@ -28,17 +27,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from xscan.imageio import (
     DEFAULT_MAX_PIXELS,
+    DEFAULT_REDUCE_MARGIN,
     ImageReadError,
     ImageTooLargeError,
-    decode_image,
+    MinSize,
+    ScaledImage,
+    decode_image_scaled,
     sniff_format,
     to_transmission,
 )
+from xscan.preprocess import decode_target, prepare_fast
 from xscan.score.discover import InputItem
 
 _END = object()
@@ -82,8 +84,13 @@ def _read(path: str) -> bytes:
         raise InputError("unreadable", f"{path}: cannot read ({e.strerror})") from e
 
 
-def _decode_bytes(data: bytes, source: str, max_pixels: int) -> np.ndarray:
-    """Decode with the reasons scoring reports: empty, not_image, truncated, oversized, corrupt."""
+def _decode_bytes(
+    data: bytes, source: str, max_pixels: int, min_size_hw: MinSize = None, margin: float = 0.0
+) -> ScaledImage:
+    """Decode with the reasons scoring reports: empty, not_image, truncated, oversized, corrupt.
+
+    With ``min_size_hw`` and ``margin`` > 0 a large JPEG may be decoded reduced
+    (:func:`xscan.imageio.decode_image_scaled`); the result carries the original size."""
     if not data:
         raise InputError("empty", f"{source}: empty file")
     fmt = sniff_format(data)
@@ -95,51 +102,42 @@ def _decode_bytes(data: bytes, source: str, max_pixels: int) -> np.ndarray:
     if fmt == "jpeg" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         raise InputError("truncated", f"{source}: truncated JPEG (no end-of-image marker)")
     try:
-        return decode_image(data, source, max_pixels=max_pixels)
+        return decode_image_scaled(
+            data, source, max_pixels=max_pixels, min_size_hw=min_size_hw, margin=margin
+        )
     except ImageTooLargeError as e:
         raise InputError("oversized", str(e)) from e
     except ImageReadError as e:
         raise InputError("corrupt", str(e)) from e
 
 
-def _fit_size(h: int, w: int, spec: Any) -> tuple[int, int]:
-    """``(width, height)`` the image takes inside the network input (as ``letterbox`` does)."""
-    th, tw = spec.input_size
-    if spec.resize == "stretch":
-        return tw, th
-    s = min(tw / w, th / h)
-    return max(1, int(round(w * s))), max(1, int(round(h * s)))
+def _wants_tiling_hw(model: Any) -> Any:
+    """``model.wants_tiling_hw`` (or a stand-in from ``wants_tiling``; never for stubs)."""
+    fn = getattr(model, "wants_tiling_hw", None)
+    if fn is not None:
+        return fn
+    whole = getattr(model, "wants_tiling", None)
+    if whole is None:
+        return lambda h, w: False
+    return lambda h, w: whole(np.empty((h, w, 0), np.uint8))
 
 
-def prepare_fast(model: Any, image: np.ndarray) -> tuple[np.ndarray, Any]:
-    """``model.prepare`` for a scan, shrinking large integer images before the float conversion.
+def decode_item(
+    item: InputItem,
+    model: Any,
+    max_pixels: int,
+    keep_image: bool,
+    reduce_margin: float = DEFAULT_REDUCE_MARGIN,
+) -> Decoded:
+    """Read, hash, decode and preprocess one input (runs in a decode worker thread).
 
-    ``prepare`` converts the full-resolution scan to float32 and then resizes it; for a scan
-    several times larger than the network input that conversion is most of the decode
-    stage's work. Resizing first (INTER_AREA, as ``letterbox`` uses when shrinking) on 16-bit
-    integers gives the same input within 1e-5 (8-bit values are widened by 257 so no
-    precision is lost) at a fraction of the cost; the letterbox info is mapped back to the
-    original size, so boxes come out in original pixels as before.
+    A JPEG much larger than the network input is decoded at 1/2, 1/4 or 1/8 of its size
+    while still at least ``reduce_margin`` x the size it takes in the input (0: always
+    decode in full); never when it will be tiled or when ``keep_image`` (overlays are drawn
+    on the original). ``width``/``height`` and the boxes are in original pixels either way.
     """
-    spec = getattr(model, "spec", None)
-    h, w = image.shape[:2]
-    if spec is None or spec.modality == "raw_dual" or image.dtype not in (np.uint8, np.uint16):
-        return model.prepare(image)
-    nw, nh = _fit_size(h, w, spec)
-    if nw * 2 > w or nh * 2 > h:  # not much larger than the input: nothing to gain
-        return model.prepare(image)
-    wide = image.astype(np.uint16) * np.uint16(257) if image.dtype == np.uint8 else image
-    small = cv2.resize(wide, (nw, nh), interpolation=cv2.INTER_AREA)
-    chw, info = model.prepare(small)
-    info = dataclasses.replace(
-        info, scale_x=info.scale_x * nw / w, scale_y=info.scale_y * nh / h, orig_h=h, orig_w=w
-    )
-    return chw, info
-
-
-def decode_item(item: InputItem, model: Any, max_pixels: int, keep_image: bool) -> Decoded:
-    """Read, hash, decode and preprocess one input (runs in a decode worker thread)."""
     out = Decoded(item)
+    tiles = _wants_tiling_hw(model)
     t0 = time.perf_counter()
     try:
         blobs = [_read(f) for f in item.files]
@@ -150,7 +148,8 @@ def decode_item(item: InputItem, model: Any, max_pixels: int, keep_image: bool) 
         out.sha256, out.size = h.hexdigest(), sum(len(b) for b in blobs)
         if item.kind == "raw_pair":
             lo, hi = (
-                _decode_bytes(b, f, max_pixels) for b, f in zip(blobs, item.files, strict=True)
+                _decode_bytes(b, f, max_pixels).image
+                for b, f in zip(blobs, item.files, strict=True)
             )
             if lo.ndim != 2 or hi.ndim != 2 or lo.shape != hi.shape:
                 raise InputError(
@@ -159,16 +158,21 @@ def decode_item(item: InputItem, model: Any, max_pixels: int, keep_image: bool) 
                     f"images of one size, got {lo.shape} and {hi.shape}",
                 )
             image = np.stack([to_transmission(lo), to_transmission(hi)], axis=-1)
+            orig_hw = image.shape[:2]
         else:
-            image = _decode_bytes(blobs[0], item.files[0], max_pixels)
+            spec = getattr(model, "spec", None)
+            target = None
+            if spec is not None and not keep_image and reduce_margin > 0:
+                target = decode_target(spec, tiles)
+            scaled = _decode_bytes(blobs[0], item.files[0], max_pixels, target, reduce_margin)
+            image, orig_hw = scaled.image, (scaled.orig_h, scaled.orig_w)
         t2 = time.perf_counter()
-        out.height, out.width = int(image.shape[0]), int(image.shape[1])
-        wants_tiling = getattr(model, "wants_tiling", None)
+        out.height, out.width = int(orig_hw[0]), int(orig_hw[1])
         try:
-            if wants_tiling is not None and wants_tiling(image):
+            if tiles(*orig_hw):
                 out.tiled = True  # far larger than the input: the model tiles it itself
             else:
-                out.chw, out.info = prepare_fast(model, image)
+                out.chw, out.info = _prepare(model, image, orig_hw)
         except (ValueError, ImportError) as e:
             raise InputError("unsupported", f"{item.path}: {e}") from e
         t3 = time.perf_counter()
@@ -182,6 +186,14 @@ def decode_item(item: InputItem, model: Any, max_pixels: int, keep_image: bool) 
     except Exception as e:  # noqa: BLE001 - one bad file must not stop a night's run
         out.error = {"reason": "error", "message": f"{item.path}: {type(e).__name__}: {e}"}
     return out
+
+
+def _prepare(model: Any, image: np.ndarray, orig_hw: tuple[int, int]) -> tuple[np.ndarray, Any]:
+    """Network input and letterbox info (mapping to ``orig_hw`` pixels) for ``model``."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return model.prepare(image)
+    return prepare_fast(image, spec, orig_hw)
 
 
 def _r(v: float, nd: int) -> float:
@@ -253,6 +265,8 @@ class PipelineOptions:
     threshold: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_images: bool = False  # pass decoded originals to the sink (overlays)
+    # Decode large JPEGs reduced while >= this x their size in the input (0: full decode).
+    reduce_margin: float = DEFAULT_REDUCE_MARGIN
 
 
 Sink = Callable[[list[dict[str, Any]], list[Decoded]], None]
@@ -308,7 +322,7 @@ def run_pipeline(
     errors: list[BaseException] = []
 
     def decode(item: InputItem) -> Decoded:
-        return decode_item(item, model, opts.max_pixels, opts.keep_images)
+        return decode_item(item, model, opts.max_pixels, opts.keep_images, opts.reduce_margin)
 
     stats = {"infer_s": 0.0, "wait_s": 0.0, "write_wait_s": 0.0, "wall_s": 0.0}
     t_start = time.perf_counter()

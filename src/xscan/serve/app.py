@@ -40,7 +40,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xscan.imageio import ImageReadError, ImageTooLargeError, decode_image, sniff_format
+from xscan.imageio import (
+    DEFAULT_REDUCE_MARGIN,
+    ImageReadError,
+    ImageTooLargeError,
+    decode_image_scaled,
+    sniff_format,
+)
+from xscan.preprocess import decode_target, prepare_fast
 from xscan.serve.audit import AuditError, AuditLog
 from xscan.serve.batcher import BatcherStopped, InspectItem, MicroBatcher, QueueFull
 from xscan.serve.engine import ModelEngine, ModelLoadError, ReloadInProgress, ServedModel
@@ -122,24 +129,38 @@ def _request_id(request: Request) -> str:
 
 
 def _decode_and_prepare(
-    data: bytes, served: ServedModel, max_pixels: int, source: str
+    data: bytes,
+    served: ServedModel,
+    max_pixels: int,
+    source: str,
+    reduce_margin: float = DEFAULT_REDUCE_MARGIN,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Worker-thread part of a request: hash, decode (format sniffed from the bytes, pixel
     count checked from the header before decoding), prepare for ``served``'s model.
-    Returns ``(tensor | None, letterbox info | None, image | None, image facts)``."""
+
+    A JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 of its size while
+    it stays at least ``reduce_margin`` x its size in the input (0: always in full; never
+    when the model will tile it), then shrunk on integers before the float conversion
+    (:func:`xscan.preprocess.prepare_fast`); the letterbox info and the facts are in
+    original pixels. Returns ``(tensor | None, letterbox info | None, image | None, image
+    facts)``; the image (full resolution) only when the model tiles it."""
     sha = hashlib.sha256(data).hexdigest()
-    img = decode_image(data, source, max_pixels=max_pixels)
+    model = served.model
+    target = decode_target(model.spec, model.wants_tiling_hw) if reduce_margin > 0 else None
+    scaled = decode_image_scaled(
+        data, source, max_pixels=max_pixels, min_size_hw=target, margin=reduce_margin
+    )
+    img = scaled.image
     facts = {
-        "width": int(img.shape[1]),
-        "height": int(img.shape[0]),
+        "width": scaled.orig_w,
+        "height": scaled.orig_h,
         "format": sniff_format(data),
         "dtype": str(img.dtype),
         "sha256": sha,
     }
-    model = served.model
-    if model.wants_tiling(img):
+    if model.wants_tiling_hw(scaled.orig_h, scaled.orig_w):
         return None, None, img, facts
-    tensor, info = model.prepare(img)
+    tensor, info = prepare_fast(img, model.spec, (scaled.orig_h, scaled.orig_w))
     return tensor, info, None, facts
 
 
