@@ -3,7 +3,9 @@
 One run measures, on one folder:
 
 * model-only images/s: ``infer_prepared`` on tensors decoded and prepared beforehand;
-* end-to-end images/s: ``xscan.score.run.score`` (threaded decode, batching, writing, fsync);
+* end-to-end images/s: ``xscan.score.run.score`` (threaded decode, batching, writing, fsync),
+  as shipped (large JPEGs decoded reduced by DCT scaling) and with every scan decoded at full
+  resolution (``reduce_margin=0``, the path before reduced decoding);
 * a naive loop: read -> ``model.predict`` -> write a JSON line, one image at a time;
 
 and peak RSS of ``xscan score`` subprocesses on 1,000 vs 20,000 generated images.
@@ -117,14 +119,25 @@ def naive_loop(model, files: list[Path], out: Path) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
-def end_to_end(model_path: Path, folder: Path, run_dir: Path, batch: int, workers: int, threads):
-    from xscan.score.run import ScoreConfig, score
+def end_to_end(model_path: Path, folder: Path, run_dir: Path, batch: int, workers: int, threads,
+               full_decode: bool = False):  # fmt: skip
+    import functools
+
+    import xscan.score.run as run
+    from xscan.score.pipeline import PipelineOptions
 
     # tiling="never": every scan is letterboxed whole, the same work as the model-only run.
-    cfg = ScoreConfig(model=str(model_path), inputs=[str(folder)], out=str(run_dir),
-                      batch_size=batch, workers=workers, threads=threads, progress=False,
-                      restart=True, tiling="never")  # fmt: skip
-    res = score(cfg)
+    cfg = run.ScoreConfig(model=str(model_path), inputs=[str(folder)], out=str(run_dir),
+                          batch_size=batch, workers=workers, threads=threads, progress=False,
+                          restart=True, tiling="never")  # fmt: skip
+    # full_decode: the pipeline with reduced JPEG decoding switched off (reduce_margin=0).
+    run.PipelineOptions = (
+        functools.partial(PipelineOptions, reduce_margin=0.0) if full_decode else PipelineOptions
+    )
+    try:
+        res = run.score(cfg)
+    finally:
+        run.PipelineOptions = PipelineOptions
     return res.session["scored"] / res.session["wall_s"], res.session
 
 
@@ -182,8 +195,8 @@ def main() -> None:
     print(f"folder: {len(files)} images, {folder_kind}")
     # Rounds alternate the three methods so that load from other processes on a shared
     # machine falls on all of them alike; medians are reported.
-    res: dict[str, list[float]] = {"model": [], "e2e": [], "naive": []}
-    sessions = []
+    res: dict[str, list[float]] = {"model": [], "e2e": [], "e2e_full": [], "naive": []}
+    sessions, sessions_full = [], []
     prepared = prepare_all(model, files)
     for r in range(args.rounds):
         res["model"].append(model_only(model, prepared, args.batch_size))
@@ -191,15 +204,23 @@ def main() -> None:
                                   args.workers, args.threads)  # fmt: skip
         res["e2e"].append(e2e)
         sessions.append(session)
+        e2e, session = end_to_end(model_path, folder, work / "run_e2e_full", args.batch_size,
+                                  args.workers, args.threads, full_decode=True)  # fmt: skip
+        res["e2e_full"].append(e2e)
+        sessions_full.append(session)
         res["naive"].append(naive_loop(model, files, work / "naive.jsonl"))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items())
               + f" images/s; loadavg {Path('/proc/loadavg').read_text().split()[0]}")  # fmt: skip
-    mo, e2e, naive = (float(np.median(res[k])) for k in ("model", "e2e", "naive"))
+    mo, e2e, full, naive = (float(np.median(res[k])) for k in ("model", "e2e", "e2e_full", "naive"))
     waited = float(np.median([s["wait_s"] / s["wall_s"] for s in sessions]))
+    waited_full = float(np.median([s["wait_s"] / s["wall_s"] for s in sessions_full]))
     print(f"model-only (pre-decoded tensors): {mo:8.1f} images/s")
     print(f"end-to-end xscan score:           {e2e:8.1f} images/s ({100 * e2e / mo:.0f}% of model)")
+    pct_full = 100 * full / mo
+    print(f"  same, full-size decoding:       {full:8.1f} images/s ({pct_full:.0f}% of model)")
     print(f"naive decode->infer->write loop:  {naive:8.1f} images/s (score: {e2e / naive:.2f}x)")
-    print(f"inference stage waiting for decoded inputs: {100 * waited:.1f}% of the score run")
+    print(f"inference stage waiting for decoded inputs: {100 * waited:.1f}% of the score run "
+          f"({100 * waited_full:.1f}% with full decode)")  # fmt: skip
     # The memory runs use the 64x64 toy detector so that 20,000 images take seconds: what
     # they measure is the pipeline's memory, not the model's.
     sys.path.insert(0, str(ROOT / "tests"))

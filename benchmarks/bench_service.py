@@ -6,7 +6,9 @@ and one not (``--max-batch 1``); for each client count (1, 4, 16, 64) both are m
 to back, in alternating order, ``--rounds`` times (median throughput, pooled latencies), so
 that the noise of a shared machine hits both alike. The server's CPU time per answered
 request is reported too: it is far less sensitive to other load than throughput is. Every
-answered request is checked against the audit log at the end.
+answered request is checked against the audit log at the end. Before the servers start, the
+CPU cost of the decode stage per payload is measured in-process, old path against new
+(``decode_cpu_ms_per_payload``).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_service.py [--model M.onnx] \\
         [--duration 10] [--soak-minutes 10] [--out results.json]
@@ -14,8 +16,9 @@ answered request is checked against the audit log at the end.
 Without ``--model`` it takes the first detector ONNX in ``models/`` or ``runs/`` and falls back
 to the toy detector of the tests at 320x320 (it says which). Payloads are the real dev scans
 (``../shared/data/xray-real-dev/sixray/images``, JPEG) when present, else generated scan-like
-JPEGs; they are re-encoded at most ``2 x`` the model input so that every scan is one network
-pass (larger scans are tiled by the runtime and run alone, outside the micro-batches).
+JPEGs; by default they are re-encoded with the long side at most ``2 x`` the model input's
+shorter side (``--payload-max-side``; 0 sends the files as they are, re-encoded at their own
+size). Scans large enough for the model to tile them run alone, outside the micro-batches.
 
 The soak (``--soak-minutes``) runs the batching server at 64 clients with a queue small enough
 that backpressure (503) can occur, samples the server's resident memory every 5 s and checks:
@@ -66,9 +69,12 @@ def find_model(explicit: str | None, tmp: Path) -> tuple[Path, str]:
     return make_toy_detector(tmp / "toy_detector_320.onnx", spec), "toy detector (320x320)"
 
 
-def payloads(input_hw: tuple[int, int], n: int = 32, seed: int = 0) -> tuple[list[bytes], str]:
-    """``n`` JPEG scans, long side at most twice the model input."""
-    limit = 2 * min(input_hw)
+def payloads(
+    input_hw: tuple[int, int], n: int = 32, seed: int = 0, max_side: int | None = None
+) -> tuple[list[bytes], str]:
+    """``n`` JPEG scans, long side at most ``max_side`` pixels (default: twice the model
+    input's shorter side; 0: no limit)."""
+    limit = 2 * min(input_hw) if max_side is None else (max_side or 1 << 30)
     files = sorted(SIXRAY.glob("*.jpg"))[:n] if SIXRAY.is_dir() else []
     rng = np.random.default_rng(seed)
     images = []
@@ -90,6 +96,42 @@ def payloads(input_hw: tuple[int, int], n: int = 32, seed: int = 0) -> tuple[lis
             img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return out, source
+
+
+def decode_cost(model_path: Path, data: list[bytes], rounds: int = 3) -> dict[str, float]:
+    """CPU ms per payload (one thread, in this process, rounds interleaved) of the service's
+    decode stage (hash, decode, preprocess): the full decode + ``prepare`` it used before,
+    full decode + integer shrink, and what it does now (reduced JPEG decode + integer shrink,
+    ``xscan.serve.app._decode_and_prepare``)."""
+    import hashlib
+
+    from xscan.imageio import decode_image
+    from xscan.runtime import load_model
+    from xscan.serve.app import _decode_and_prepare
+    from xscan.serve.engine import ServedModel
+
+    cv2.setNumThreads(1)
+    model = load_model(model_path, threads=1)
+    served = ServedModel(model, model_path, 1, "now", 0.0)
+    ways = {
+        "full_decode_prepare": lambda b: (
+            hashlib.sha256(b).hexdigest(),
+            model.prepare(decode_image(b)),
+        ),
+        "full_decode_prepare_fast": lambda b: _decode_and_prepare(
+            b, served, 10**9, "bench", reduce_margin=0
+        ),
+        "reduced_decode_prepare_fast": lambda b: _decode_and_prepare(b, served, 10**9, "bench"),
+    }
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(rounds):
+        for k, fn in ways.items():
+            t0 = time.process_time()
+            for b in data:
+                fn(b)
+            times[k].append((time.process_time() - t0) * 1000.0 / len(data))
+    cv2.setNumThreads(-1)
+    return {k: round(float(np.median(v)), 2) for k, v in times.items()}
 
 
 # ------------------------------------------------------------------------ server
@@ -342,6 +384,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="measurements per mode and count")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads per server")
     ap.add_argument("--soak-minutes", type=float, default=0.0)
+    ap.add_argument(
+        "--payload-max-side",
+        type=int,
+        default=None,
+        help="shrink payload scans to this long side in pixels (default: 2 x the model "
+        "input's shorter side; 0: send them at their own size)",
+    )
     ap.add_argument("--skip-comparison", action="store_true")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
@@ -352,16 +401,18 @@ def main() -> int:
         from xscan.runtime import read_spec
 
         spec = read_spec(model)
-        data, source = payloads(spec.input_size)
+        data, source = payloads(spec.input_size, max_side=args.payload_max_side)
         info = {
             "model": str(model),
             "model_kind": kind,
             "input_size": list(spec.input_size),
             "payloads": source,
             "payload_kb_mean": round(sum(map(len, data)) / len(data) / 1024, 1),
+            "payload_max_side": args.payload_max_side,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "loadavg_start": loadavg(),
             "threads": args.threads,
+            "decode_cpu_ms_per_payload": decode_cost(model, data),
         }
         print(json.dumps(info), flush=True)
         results = {"info": info}
