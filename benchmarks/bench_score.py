@@ -4,8 +4,8 @@ One run measures, on one folder:
 
 * model-only images/s: ``infer_prepared`` on tensors decoded and prepared beforehand;
 * end-to-end images/s: ``xscan.score.run.score`` (threaded decode, batching, writing, fsync),
-  as shipped (large JPEGs decoded reduced by DCT scaling) and with every scan decoded at full
-  resolution (``reduce_margin=0``, the path before reduced decoding);
+  with large JPEGs decoded reduced by DCT scaling (``--decode-margin 2``) and with every scan
+  decoded at full resolution (the default, ``--decode-margin 0``);
 * a naive loop: read -> ``model.predict`` -> write a JSON line, one image at a time;
 
 and peak RSS of ``xscan score`` subprocesses on 1,000 vs 20,000 generated images.
@@ -121,24 +121,15 @@ def naive_loop(model, files: list[Path], out: Path) -> float:
 
 def end_to_end(model_path: Path, folder: Path, run_dir: Path, batch: int, workers: int, threads,
                full_decode: bool = False):  # fmt: skip
-    import functools
-
     import xscan.score.run as run
-    from xscan.score.pipeline import PipelineOptions
 
     # tiling="never": every scan is letterboxed whole, the same work as the model-only run.
     cfg = run.ScoreConfig(model=str(model_path), inputs=[str(folder)], out=str(run_dir),
                           batch_size=batch, workers=workers, threads=threads, progress=False,
-                          restart=True, tiling="never")  # fmt: skip
-    # full_decode: the pipeline with reduced JPEG decoding switched off (reduce_margin=0).
-    run.PipelineOptions = (
-        functools.partial(PipelineOptions, reduce_margin=0.0) if full_decode else PipelineOptions
-    )
+                          restart=True, tiling="never",
+                          decode_margin=0.0 if full_decode else 2.0)  # fmt: skip
     cpu0 = time.process_time()
-    try:
-        res = run.score(cfg)
-    finally:
-        run.PipelineOptions = PipelineOptions
+    res = run.score(cfg)
     # CPU time of this process (decode threads + onnxruntime + writer) per scored image: far
     # less sensitive to other load on the machine than images/s.
     res.session["cpu_ms_per_image"] = (time.process_time() - cpu0) * 1e3 / res.session["scored"]

@@ -86,7 +86,9 @@ def test_detections_agree_with_the_full_decode(detector, scans):
 def test_pipeline_reports_original_size_and_maps_boxes(detector, scans, tmp_path):
     p = tmp_path / "scan.jpg"
     p.write_bytes(scans[1])
-    d = decode_item(InputItem(0, str(p), (str(p),)), detector, 10**8, keep_image=False)
+    d = decode_item(
+        InputItem(0, str(p), (str(p),)), detector, 10**8, keep_image=False, reduce_margin=2.0
+    )
     assert d.error is None and not d.tiled
     assert (d.width, d.height) == (1500, 1000)
     assert d.info.orig_w == 1500 and d.info.orig_h == 1000
@@ -95,8 +97,13 @@ def test_pipeline_reports_original_size_and_maps_boxes(detector, scans, tmp_path
     )
     assert full.info == d.info
     assert np.abs(full.chw - d.chw).mean() < 0.003
+    # The default is the full decode: the preprocessing of training and xscan eval.
+    default = decode_item(InputItem(0, str(p), (str(p),)), detector, 10**8, keep_image=False)
+    assert np.abs(default.chw - full.chw).max() == 0
     # Overlays are drawn on the decoded original: never reduced then.
-    kept = decode_item(InputItem(0, str(p), (str(p),)), detector, 10**8, keep_image=True)
+    kept = decode_item(
+        InputItem(0, str(p), (str(p),)), detector, 10**8, keep_image=True, reduce_margin=2.0
+    )
     assert kept.image.shape == (1000, 1500, 3)
 
 
@@ -107,26 +114,40 @@ def test_tiled_images_are_decoded_at_full_resolution(toy_detector_onnx, scans, t
     # The 64x64 toy detector tiles a 1500x1000 scan (fitting it whole shrinks it > 8x).
     for model in (load_model(toy_detector_onnx), load_model(toy_detector_onnx, tiling="always")):
         assert model.wants_tiling_hw(1000, 1500)
-        d = decode_item(item, model, 10**8, keep_image=False)
+        d = decode_item(item, model, 10**8, keep_image=False, reduce_margin=2.0)
         assert d.error is None and d.tiled
         assert d.image.shape == (1000, 1500, 3) and (d.width, d.height) == (1500, 1000)
         served = ServedModel(model, Path("toy.onnx"), 1, "now", 0.0)
-        tensor, info, image, facts = _decode_and_prepare(scans[0], served, 10**8, "req")
+        tensor, info, image, facts = _decode_and_prepare(scans[0], served, 10**8, "req", 2.0)
         assert tensor is None and image.shape == (1000, 1500, 3)
         assert (facts["width"], facts["height"]) == (1500, 1000)
     # Not tiled: the same toy model decodes the scan reduced (at 1/8: 188x125 >= 2 x 64x43).
     model = load_model(toy_detector_onnx, tiling="never")
-    d = decode_item(item, model, 10**8, keep_image=False)
+    d = decode_item(item, model, 10**8, keep_image=False, reduce_margin=2.0)
     assert not d.tiled and d.chw.shape == (3, 64, 64) and (d.width, d.height) == (1500, 1000)
 
 
 def test_service_prepares_like_the_pipeline(detector, scans):
     served = ServedModel(detector, DEFAULT_DETECTOR, 1, "now", 0.0)
-    tensor, info, image, facts = _decode_and_prepare(scans[2], served, 10**8, "req")
+    tensor, info, image, facts = _decode_and_prepare(scans[2], served, 10**8, "req", 2.0)
     assert image is None and (facts["width"], facts["height"]) == (1500, 1000)
     assert facts["format"] == "jpeg" and facts["dtype"] == "uint8"
     ref_x, ref_info = detector.prepare(decode_image(scans[2]))
     assert info == ref_info and np.abs(tensor - ref_x).mean() < 0.003
     # Reduction off: the full decode, shrunk on integers (within 2e-5 of model.prepare).
-    tensor0, info0, _, _ = _decode_and_prepare(scans[2], served, 10**8, "req", reduce_margin=0)
+    tensor0, info0, _, _ = _decode_and_prepare(scans[2], served, 10**8, "req")
     assert info0 == ref_info and np.abs(tensor0 - ref_x).max() < 2e-5
+
+
+def test_decode_margin_reaches_the_run_identity_and_the_service_settings():
+    from xscan.score.run import ScoreConfig, identity
+    from xscan.serve.settings import SettingsError, load_settings
+
+    fast = identity(ScoreConfig(None, ["x"], "out", decode_margin=2.0), "sha", False)
+    full = identity(ScoreConfig(None, ["x"], "out"), "sha", False)
+    assert fast["decode_margin"] == 2.0 and full["decode_margin"] == 0.0  # resume must match
+    assert load_settings({}, environ={}).decode_margin == 0.0
+    assert load_settings({}, environ={"XSCAN_DECODE_MARGIN": "3"}).decode_margin == 3.0
+    assert load_settings({"decode_margin": 2.0}, environ={}).decode_margin == 2.0
+    with pytest.raises(SettingsError, match="decode-margin"):
+        load_settings({"decode_margin": 0.5}, environ={})

@@ -31,7 +31,6 @@ import numpy as np
 
 from xscan.imageio import (
     DEFAULT_MAX_PIXELS,
-    DEFAULT_REDUCE_MARGIN,
     ImageReadError,
     ImageTooLargeError,
     MinSize,
@@ -127,7 +126,7 @@ def decode_item(
     model: Any,
     max_pixels: int,
     keep_image: bool,
-    reduce_margin: float = DEFAULT_REDUCE_MARGIN,
+    reduce_margin: float = 0.0,
 ) -> Decoded:
     """Read, hash, decode and preprocess one input (runs in a decode worker thread).
 
@@ -265,8 +264,9 @@ class PipelineOptions:
     threshold: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_images: bool = False  # pass decoded originals to the sink (overlays)
-    # Decode large JPEGs reduced while >= this x their size in the input (0: full decode).
-    reduce_margin: float = DEFAULT_REDUCE_MARGIN
+    # Decode large JPEGs reduced while >= this x their size in the input. 0 (the default):
+    # always full resolution, the preprocessing training and `xscan eval` use.
+    reduce_margin: float = 0.0
 
 
 Sink = Callable[[list[dict[str, Any]], list[Decoded]], None]

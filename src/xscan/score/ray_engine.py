@@ -50,6 +50,7 @@ class RayScorer:
         max_pixels: int,
         overlays_dir: str | None,
         tiling: str = "auto",
+        decode_margin: float = 0.0,
     ):
         from xscan.runtime import load_model
 
@@ -60,6 +61,7 @@ class RayScorer:
         os.unlink(path)
         self.threshold, self.max_pixels = threshold, max_pixels
         self.overlays_dir = overlays_dir
+        self.decode_margin = decode_margin
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         keep = self.overlays_dir is not None
@@ -69,6 +71,7 @@ class RayScorer:
                 self.model,
                 self.max_pixels,
                 keep,
+                self.decode_margin,
             )
             for i, p, f in zip(batch["index"], batch["path"], batch["files"], strict=True)
         ]
@@ -125,6 +128,7 @@ def run_ray(
         "max_pixels": cfg.max_pixels,
         "overlays_dir": str(Path(cfg.out).resolve()) if cfg.overlays else None,
         "tiling": cfg.tiling,
+        "decode_margin": getattr(cfg, "decode_margin", 0.0),
     }
     n = 0
     while True:

@@ -33,8 +33,9 @@ BATCH_DELAY_ENV = "XSCAN_SCORE_BATCH_DELAY_S"
 
 @dataclass
 class ScoreConfig:
-    """Options of a scoring run. Only ``model``, ``inputs``, ``threshold``, ``max_pixels``
-    and ``tiling`` change results; they form the run's identity (a resumed run must match it)."""
+    """Options of a scoring run. Only ``model``, ``inputs``, ``threshold``, ``max_pixels``,
+    ``tiling`` and ``decode_margin`` change results; they form the run's identity (a resumed
+    run must match it)."""
 
     model: str | None
     inputs: list[str]
@@ -53,6 +54,9 @@ class ScoreConfig:
     progress: bool = True
     ray_address: str | None = None
     ray_actors: int = 0
+    # Reduced JPEG decoding (``xscan.imageio.decode_image_scaled``): 0 = always full
+    # resolution; M > 0 decodes at 1/2, 1/4 or 1/8 while >= M x the size in the input.
+    decode_margin: float = 0.0
 
 
 @dataclass
@@ -86,6 +90,7 @@ def identity(cfg: ScoreConfig, model_sha256: str, raw_pairs: bool) -> dict[str, 
         "threshold": cfg.threshold,
         "max_pixels": cfg.max_pixels,
         "tiling": cfg.tiling,
+        "decode_margin": cfg.decode_margin,
         "raw_pairs": raw_pairs,
     }
 
@@ -170,6 +175,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
                     threshold=cfg.threshold,
                     max_pixels=cfg.max_pixels,
                     keep_images=cfg.overlays,
+                    reduce_margin=cfg.decode_margin,
                 )
                 stats = run_pipeline(model, items, sink, opts)
         finally:

@@ -41,7 +41,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xscan.imageio import (
-    DEFAULT_REDUCE_MARGIN,
     ImageReadError,
     ImageTooLargeError,
     decode_image_scaled,
@@ -133,7 +132,7 @@ def _decode_and_prepare(
     served: ServedModel,
     max_pixels: int,
     source: str,
-    reduce_margin: float = DEFAULT_REDUCE_MARGIN,
+    reduce_margin: float = 0.0,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Worker-thread part of a request: hash, decode (format sniffed from the bytes, pixel
     count checked from the header before decoding), prepare for ``served``'s model.
@@ -253,6 +252,7 @@ async def _prepare(state: ServiceState, data: bytes, served: ServedModel, rid: s
             served,
             state.settings.max_pixels,
             f"request {rid}",
+            state.settings.decode_margin,
             limiter=state.decode_limiter,
         )
     except ImageTooLargeError as e:

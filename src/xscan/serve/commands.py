@@ -55,6 +55,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-body-mb", type=float, help="request body limit (default 32 MB)")
     p.add_argument("--max-pixels", type=int, help="image pixel limit (default 50,000,000)")
     p.add_argument(
+        "--decode-margin",
+        type=float,
+        metavar="M",
+        help="decode large JPEGs at 1/2, 1/4 or 1/8 scale while >= M x their size in the "
+        "network input (e.g. 2; faster, inputs close to but not identical with full "
+        "decoding); default 0: always full resolution, as in training and xscan eval",
+    )
+    p.add_argument(
         "--admin-model-dir",
         help="let POST /v1/admin/reload pick a model file by name inside this directory",
     )
@@ -77,6 +85,7 @@ _FLAG_FIELDS = (
     ("audit_keep", "audit_keep"),
     ("max_body_mb", "max_body_mb"),
     ("max_pixels", "max_pixels"),
+    ("decode_margin", "decode_margin"),
     ("admin_model_dir", "admin_model_dir"),
 )
 

@@ -21,6 +21,7 @@ file (its spec); what the service needs is here. Standard library only.
 | audit_keep | ``--audit-keep`` | ``XSCAN_AUDIT_KEEP`` | 0 (keep every rotated file) |
 | max_body_mb | ``--max-body-mb`` | ``XSCAN_MAX_BODY_MB`` | 32 |
 | max_pixels | ``--max-pixels`` | ``XSCAN_MAX_PIXELS`` | 50,000,000 |
+| decode_margin | ``--decode-margin`` | ``XSCAN_DECODE_MARGIN`` | 0 (always full resolution) |
 | admin_model_dir | ``--admin-model-dir`` | ``XSCAN_ADMIN_MODEL_DIR`` | none |
 """
 
@@ -61,6 +62,7 @@ class ServeSettings:
     audit_keep: int = 0
     max_body_mb: float = 32.0
     max_pixels: int = 50_000_000
+    decode_margin: float = 0.0  # > 0: large JPEGs decoded reduced (xscan.imageio)
     admin_model_dir: Path | None = None
     warmup_runs: int = 2
 
@@ -86,6 +88,12 @@ class ServeSettings:
             (self.threads is None or self.threads >= 1, "threads", ">= 1", self.threads),
             (self.max_body_mb > 0, "max_body_mb", "> 0", self.max_body_mb),
             (self.max_pixels >= 1, "max_pixels", ">= 1", self.max_pixels),
+            (
+                self.decode_margin == 0 or self.decode_margin >= 1,
+                "decode_margin",
+                "0 or >= 1",
+                self.decode_margin,
+            ),
             (self.audit_max_mb > 0, "audit_max_mb", "> 0", self.audit_max_mb),
             (self.audit_keep >= 0, "audit_keep", ">= 0", self.audit_keep),
             (self.warmup_runs >= 0, "warmup_runs", ">= 0", self.warmup_runs),
@@ -142,6 +150,7 @@ _ENV_FIELDS: dict[str, tuple[type, str]] = {
     "audit_keep": (int, "XSCAN_AUDIT_KEEP"),
     "max_body_mb": (float, "XSCAN_MAX_BODY_MB"),
     "max_pixels": (int, "XSCAN_MAX_PIXELS"),
+    "decode_margin": (float, "XSCAN_DECODE_MARGIN"),
     "admin_model_dir": (Path, "XSCAN_ADMIN_MODEL_DIR"),
     "warmup_runs": (int, "XSCAN_WARMUP_RUNS"),
 }
