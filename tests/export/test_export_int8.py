@@ -3,12 +3,19 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import onnx
 import pytest
 
 from xscan.export.commands import _int8, twin_path
 from xscan.export.gate import GateError, int8_gate, load_labelled
-from xscan.export.quantize import PRECISION_KEY, calibration_images, quantize_int8, tail_nodes
+from xscan.export.quantize import (
+    PRECISION_KEY,
+    calibration_images,
+    float_body_nodes,
+    quantize_int8,
+    tail_nodes,
+)
 from xscan.runtime import load_model
 
 
@@ -35,6 +42,55 @@ def test_int8_graph_is_qdq_with_a_float_decode_tail(tiny_export, int8_path):
     props = {p.key: p.value for p in m.metadata_props}
     assert props[PRECISION_KEY] == "int8"
     assert load_model(int8_path).spec == load_model(tiny_export.path).spec
+
+
+def _quantised_weight_convs(m: onnx.ModelProto) -> dict[str, bool]:
+    """Conv name -> whether its weight arrives through a DequantizeLinear (int8 weights)."""
+    from_dq = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name: n.input[1] in from_dq for n in m.graph.node if n.op_type == "Conv"}
+
+
+def test_int8_keeps_the_hardswish_backbone_fp32_and_quantises_fpn_and_head(int8_path):
+    m = onnx.load(str(int8_path))
+    convs = _quantised_weight_convs(m)
+    backbone = {k: v for k, v in convs.items() if "/backbone/" in k}
+    fpn_head = {
+        k: v
+        for k, v in convs.items()
+        if "/fpn/" in k or "_tower" in k  # not the output convs
+    }
+    assert backbone and not any(backbone.values()), "backbone convolutions must stay FP32"
+    assert fpn_head and all(fpn_head.values()), "FPN and head-tower convolutions are int8"
+    outputs = {k: v for k, v in convs.items() if "/heatmap/" in k or "/ltrb/" in k}
+    assert len(outputs) == 2 and not any(outputs.values()), "head output convolutions stay FP32"
+    # no float-only activation sits between a DequantizeLinear and a QuantizeLinear
+    from_dq = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for n in m.graph.node:
+        if n.op_type in {"HardSwish", "HardSigmoid", "GlobalAveragePool"}:
+            assert not from_dq & set(n.input), f"{n.op_type} {n.name} reads quantised data"
+
+
+def _tiny_graph(act: str) -> onnx.ModelProto:
+    """conv -> act -> conv -> relu -> conv (a stand-in for backbone -> neck -> head)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits, nodes, x = [], [], "x"
+    for i, op in enumerate((act, "Relu", None)):
+        inits.append(numpy_helper.from_array(np.ones((4, 4, 3, 3), np.float32), f"w{i}"))
+        conv = helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4)
+        nodes.append(conv)
+        x = f"c{i}"
+        if op:
+            nodes.append(helper.make_node(op, [x], [f"a{i}"], name=f"{op.lower()}{i}"))
+            x = f"a{i}"
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8, 8]) for n in ("x", x)]
+    graph = helper.make_graph(nodes, "g", io[:1], io[1:], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_float_body_is_everything_up_to_the_last_hardswish():
+    assert float_body_nodes(_tiny_graph("HardSwish")) == ["conv0", "hardswish0"]
+    assert float_body_nodes(_tiny_graph("Relu")) == []  # ResNet-style: quantised whole
 
 
 def test_gate_decides_by_the_measured_drop(tiny_export, int8_path, labelled_folder):

@@ -24,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, help="output .onnx file (FP32)")
     p.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx (for GPUs)")
-    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (static QDQ)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write OUT.int8.onnx (static QDQ; a HardSwish/SE backbone stays FP32)",
+    )
     p.add_argument("--calib", metavar="DIR", help="calibration images for --int8")
     p.add_argument("--calib-count", type=int, default=64, help="calibration images used")
     p.add_argument(
@@ -162,7 +166,7 @@ def _manifest_size(folder: Path) -> tuple[int, int] | None:
 def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> None:
     from xscan.export.card import card_paths, write_card
     from xscan.export.gate import GateError, int8_gate
-    from xscan.export.quantize import calibration_images, quantize_int8
+    from xscan.export.quantize import INT8_RECIPE, calibration_images, quantize_int8
 
     path = twin_path(out, "int8")
     calib = calibration_images(args.calib, spec, limit=args.calib_count)
@@ -182,8 +186,7 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
     int8_settings = {
         **settings,
         "precision": "int8",
-        "quantization": "static QDQ, per-channel, "
-        "activations uint8, weights int8, MinMax calibration, decode tail FP32",
+        "quantization": INT8_RECIPE,
         "calibration": f"{len(calib)} images from {args.calib}",
     }
     md, _ = write_card(path, spec, int8_settings, None, gate.to_dict())

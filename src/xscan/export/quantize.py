@@ -5,8 +5,13 @@ uint8 and weights int8 (on this CPU family the fast combination; QOperator and d
 quantisation are slower than FP32), calibrated on real or generated scans read through
 :mod:`xscan.imageio` and :func:`xscan.preprocess.prepare`. The decode tail (sigmoid, peak
 finding, top-K, box gathering: every node after which no Conv/Gemm/MatMul follows) and the
-head's output convolutions stay FP32, so the network body is quantised while logits,
-scores and boxes keep full precision.
+head's output convolutions stay FP32, so logits, scores and boxes keep full precision. So
+does the part of the network up to its last HardSwish / squeeze-excitation block (a
+MobileNetV3 backbone): onnxruntime has no int8 kernels for those activations, and the
+DequantizeLinear/QuantizeLinear pairs and layout transposes around them cost more than its
+int8 depthwise and 1x1 convolutions save; the FPN and head (dense 3x3 convolutions with
+ReLU, most of the FLOPs) are quantised. A network without such activations is quantised
+whole.
 
 FP16 (for GPUs): ``onnxruntime.transformers.float16.convert_float_to_float16`` with FP32 IO
 (``keep_io_types``) and the same tail kept in FP32.
@@ -31,6 +36,10 @@ from xscan.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 PRECISION_KEY = "xscan.precision"
+INT8_RECIPE = (
+    "static QDQ, per-channel, activations uint8, weights int8, MinMax calibration; FP32: "
+    "decode tail, head output convolutions, and the network up to its last HardSwish/SE block"
+)
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
@@ -129,11 +138,69 @@ class _Reader:
         return item
 
 
+# Operators with no int8 kernel in onnxruntime's CPU provider that MobileNetV3-style
+# backbones use after almost every convolution (HardSwish, split by the pre-processing into
+# HardSigmoid and Mul) and in their squeeze-excitation blocks (GlobalAveragePool, HardSigmoid,
+# Mul). In a QDQ model each of them runs in float between a DequantizeLinear and a
+# QuantizeLinear, and every switch between int8 (NHWC) and float (NCHWc) kernels adds layout
+# transposes; profiled per node, this costs more than the int8 depthwise and 1x1
+# convolutions of such a backbone save (docs/benchmarks.md, "Runtime").
+_FLOAT_ONLY = {"HardSwish", "HardSigmoid", "GlobalAveragePool"}
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (``<op>_<index>``) so that it can be excluded
+    from quantisation by name (the pre-processing's optimiser leaves the HardSigmoid and Mul
+    it splits a HardSwish into unnamed)."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+
+
+def float_body_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes up to the network's last float-only activation: every
+    HardSwish/HardSigmoid/GlobalAveragePool, everything they depend on, and the Mul nodes
+    that read them (``x * hardsigmoid(x)``, the SE gate). For a MobileNetV3 backbone this is
+    the whole backbone (stem and input normalisation included), so INT8 covers the FPN and
+    the head, whose dense 3x3 convolutions carry most of the FLOPs; a network without such
+    activations (ResNet) gets an empty list and is quantised whole. Unnamed nodes are
+    skipped; name them first (the quantiser does)."""
+    nodes = model.graph.node
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    seeds = {i for i, n in enumerate(nodes) if n.op_type in _FLOAT_ONLY}
+    if not seeds:
+        return []
+    body, stack = set(), list(seeds)
+    while stack:
+        i = stack.pop()
+        if i in body:
+            continue
+        body.add(i)
+        stack.extend(producer[name] for name in nodes[i].input if name in producer)
+    seed_outputs = {out for i in seeds for out in nodes[i].output}
+    body.update(
+        i for i, n in enumerate(nodes) if n.op_type == "Mul" and seed_outputs & set(n.input)
+    )
+    return [nodes[i].name for i in sorted(body) if nodes[i].name]
+
+
 def quantize_int8(
-    fp32_path: str | Path, out_path: str | Path, calib: list[np.ndarray], keep_tail: bool = True
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib: list[np.ndarray],
+    keep_tail: bool = True,
+    keep_body: bool = True,
 ) -> Path:
     """Static QDQ INT8 (per-channel, uint8 activations / int8 weights) of ``fp32_path``,
-    calibrated (MinMax) on ``calib`` images. The spec metadata is carried over."""
+    calibrated (MinMax) on ``calib`` images. FP32 stay: the decode tail and the head's
+    output convolutions (``keep_tail``, :func:`tail_nodes`) and the part of the network up
+    to its last HardSwish/squeeze-excitation (``keep_body``, :func:`float_body_nodes`), which
+    runs slower in int8 than in FP32 on the CPU. The spec metadata is carried over."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -146,10 +213,15 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+            pre_model = onnx.load(str(pre))
         except Exception as e:  # pre-processing is an optimisation; quantise the original
             log.warning("quantisation pre-processing failed (%s); using the model as is", e)
-            pre = fp32_path
-        exclude = tail_nodes(onnx.load(str(pre))) if keep_tail else []
+            pre_model = model
+        _name_nodes(pre_model)
+        onnx.save(pre_model, str(pre))
+        exclude = set(tail_nodes(pre_model)) if keep_tail else set()
+        if keep_body:
+            exclude.update(float_body_nodes(pre_model))
         quantize_static(
             str(pre),
             str(out_path),
@@ -159,7 +231,7 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=sorted(exclude),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     q = onnx.load(str(out_path))
