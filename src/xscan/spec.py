@@ -68,6 +68,40 @@ class OperatingPoint:
                 raise SpecError(f"operating_points[{self.name}].{key}: expected 0..1, got {v}")
 
 
+LOCATION_SCORES = ("max", "top_fraction")
+
+
+def _validate_location_normalization(loc: dict[str, Any]) -> None:
+    """Check the shape of ``spec.location_normalization`` (see the field's comment)."""
+    where = "location_normalization"
+    missing = [k for k in ("grid", "mean", "std") if k not in loc]
+    if missing:
+        raise SpecError(f"{where}: missing key(s) {missing}")
+    grid = loc["grid"]
+    if (
+        not isinstance(grid, (list, tuple))
+        or len(grid) != 2
+        or any(not isinstance(g, int) or g <= 0 for g in grid)
+    ):
+        raise SpecError(f"{where}.grid: expected [rows, cols] > 0, got {grid!r}")
+    gh, gw = grid
+    for key in ("mean", "std"):
+        rows = loc[key]
+        if (
+            not isinstance(rows, (list, tuple))
+            or len(rows) != gh
+            or any(not isinstance(r, (list, tuple)) or len(r) != gw for r in rows)
+        ):
+            raise SpecError(f"{where}.{key}: expected {gh} rows of {gw} values")
+    if any(not float(v) > 0 for r in loc["std"] for v in r):
+        raise SpecError(f"{where}.std: expected positive values")
+    score = loc.get("score", "max")
+    if score not in LOCATION_SCORES:
+        raise SpecError(f"{where}.score: expected one of {LOCATION_SCORES}, got {score!r}")
+    if score == "top_fraction" and not 0.0 < float(loc.get("top_fraction", 0.0)) <= 1.0:
+        raise SpecError(f"{where}.top_fraction: expected (0, 1], got {loc.get('top_fraction')!r}")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The contract of a model: what goes in, what comes out, and how to decide."""
@@ -89,6 +123,15 @@ class ModelSpec:
     default_operating_point: str | None = None
     # Anomaly models: how the raw score maps to the normalised score that thresholds use.
     score_normalization: dict[str, float] = field(default_factory=dict)
+    # Anomaly models: per-location benign statistics of the anomaly map on a coarse grid in
+    # normalised scan coordinates (cell (i, j) covers rows i/gh..(i+1)/gh and columns
+    # j/gw..(j+1)/gw of the scan). When present the runtime standardises the stitched raw map
+    # by them, (map - mean) / std, and takes the raw scan score from the standardised map
+    # (``score``: "max" or "top_fraction", the mean of the highest ``top_fraction`` of its
+    # pixels) before score_normalization. Keys: grid [gh, gw], mean and std (gh rows of gw
+    # values, map units), score, top_fraction, scans. Empty: the raw map and the maximum tile
+    # score, as before. See xscan.runtime.anomaly.
+    location_normalization: dict[str, Any] = field(default_factory=dict)
     # Tiling for scans larger than the input (cargo, line scans): tile size is input_size.
     # The runtime tiles a scan only when fitting it whole would shrink it more than
     # tile_max_downscale times: a model trained on whole bags at the input size keeps seeing
@@ -169,6 +212,8 @@ class ModelSpec:
             raise SpecError(f"tile_overlap: expected [0, 1), got {self.tile_overlap}")
         if not self.tile_max_downscale >= 1.0:
             raise SpecError(f"tile_max_downscale: expected >= 1, got {self.tile_max_downscale}")
+        if self.location_normalization:
+            _validate_location_normalization(self.location_normalization)
         names = [op.name for op in self.operating_points]
         if len(set(names)) != len(names):
             raise SpecError(f"operating_points: duplicate names in {names}")
@@ -229,7 +274,7 @@ class ModelSpec:
             kw["operating_points"] = tuple(ops)
         except (TypeError, ValueError) as e:
             raise SpecError(f"{source}: {e}") from e
-        for key in ("arch_params", "score_normalization", "info"):
+        for key in ("arch_params", "score_normalization", "location_normalization", "info"):
             if key in kw and kw[key] is None:
                 kw[key] = {}
         return cls(**kw).validate()

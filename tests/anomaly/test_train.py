@@ -141,3 +141,42 @@ def test_xscan_eval_writes_metrics_overlays_and_reference_mode(trained, tmp_path
     assert 0.0 <= m["reference"]["image"]["auroc"] <= 1.0
     overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
     assert len(overlays) == 4 and sum(n.startswith("threat_") for n in overlays) == 2
+
+
+def test_location_normalised_training_calibrates_and_runs_in_the_runtime(tmp_path):
+    """``train.extra.location_norm``: statistics from the benign training scans go into the
+    spec, calibration (on other scans) gives the requested FAR on the standardised score, and
+    the torch-free runtime scores exactly as the PyTorch scoring used for calibration."""
+    from xscan.anomaly.evaluate import load_scan_fn
+    from xscan.export.onnx_export import export_checkpoint
+    from xscan.runtime import load_model
+    from xscan.synth.generator import SynthOptions, generate_scan
+    from xscan.train.anomaly import main
+    from xscan.train.checkpoint import load_checkpoint
+
+    d = _cfg(tmp_path).to_dict()
+    d["data"]["train"][0]["params"]["count"] = 3
+    d["train"]["extra"] = {
+        "memory_bank_size": 256,
+        "crops_per_scan": 4,
+        "patches_per_crop": 64,
+        "location_norm": {"grid": [4, 8], "std_floor": 1.0, "score": "max"},
+    }
+    path = main(config_from_dict(d, source="test"))
+    spec = load_checkpoint(path)["spec"]
+    loc = spec.location_normalization
+    assert loc["grid"] == [4, 8] and loc["scans"] == 3 and len(loc["std"]) == 4
+    cal = json.loads((path.parent / "calibration.json").read_text())
+    z = (np.array(cal["benign_raw_scores"]) - spec.score_normalization["mean"]) / (
+        spec.score_normalization["std"]
+    )
+    for op in spec.operating_points:
+        assert (z >= op.threshold).mean() == pytest.approx(op.target_far)
+    _, scan_fn = load_scan_fn(path)
+    runtime = load_model(export_checkpoint(path, tmp_path / "m.onnx", parity_images=2).path)
+    assert runtime.spec.location_normalization == loc
+    scan = generate_scan("cargo", SIZE, 3100, SynthOptions(with_threat=False)).rgb
+    score, amap = scan_fn(scan)
+    pred = runtime.predict(scan)
+    assert pred.image_score == pytest.approx(score, rel=1e-3, abs=1e-3)
+    np.testing.assert_allclose(pred.anomaly_map, amap, rtol=1e-3, atol=2e-3)

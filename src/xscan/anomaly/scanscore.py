@@ -4,8 +4,10 @@ Training uses this to calibrate on held-out benign scans and evaluation on check
 the raw scores a threshold is calibrated on are computed exactly as at inference: a scan that
 fits the input (downscale <= 2) is letterboxed whole; a larger one (cargo) is cut into tiles of
 ``spec.input_size`` at native resolution with ``spec.tile_overlap`` (the runtime's own
-:mod:`xscan.runtime.tiling`), the scan score is the maximum tile score, and the tile maps are
-stitched back without seams.
+:mod:`xscan.runtime.tiling`), the tile maps are stitched back without seams, and the scan
+score is the maximum tile score, or, when the spec has ``location_normalization``, the score
+of the location-standardised map (:func:`xscan.runtime.anomaly.scan_map_score`, the runtime's
+own function).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xscan.preprocess import letterbox, to_modality
+from xscan.runtime.anomaly import scan_map_score
 from xscan.runtime.tiling import should_tile, stitch_maps, tile_grid
 from xscan.spec import ModelSpec
 
@@ -25,7 +28,9 @@ BatchFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class ScanScore:
-    """Raw score of one scan and its raw anomaly map ``(H, W) float32`` at scan resolution."""
+    """Raw score of one scan and its raw anomaly map ``(H, W) float32`` at scan resolution
+    (location-standardised when the spec has ``location_normalization``; before
+    ``score_normalization``)."""
 
     score: float
     amap: np.ndarray
@@ -59,10 +64,14 @@ def score_scan(
         m, s = run(inp)
         scores.extend(float(v) for v in s)
         maps.extend(info.map_to_original(mm[0]) for mm, info in zip(m, infos, strict=True))
+    loc = spec.location_normalization
     if tiles is None:
-        return ScanScore(scores[0], maps[0], 1)
-    amap = stitch_maps(maps, tiles, (h, w), spec.tile_overlap)
-    return ScanScore(max(scores), amap, len(tiles))
+        amap, score = scan_map_score(maps[0], scores[0], loc)
+        return ScanScore(score, amap, 1)
+    amap, score = scan_map_score(
+        stitch_maps(maps, tiles, (h, w), spec.tile_overlap), max(scores), loc
+    )
+    return ScanScore(score, amap, len(tiles))
 
 
 def torch_runner(model, threads: int | None = None) -> BatchFn:

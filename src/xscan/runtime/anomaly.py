@@ -6,10 +6,20 @@ anomaly map so that both compare with the same threshold:
 * ``{"mean": m, "std": s}``: ``(raw - m) / s`` (a z-score against benign scans);
 * ``{"min": a, "max": b}``: ``(raw - a) / (b - a)`` (0 = lowest, 1 = highest benign score);
 * ``{}``: the raw score.
+
+Location normalisation (``spec.location_normalization``, optional): before the above, the raw
+map stitched at scan resolution is standardised per location, ``(map - mean) / std`` with the
+benign per-cell statistics bilinearly resized from their coarse grid (normalised scan
+coordinates) to the scan, and the raw scan score is taken from that standardised map
+(:func:`location_score`) instead of the maximum tile score. A structure that is common at one
+place in benign scans (a tractor's engine, a container's corner posts) is then scored against
+what benign scans show there, not against the whole scan. Models without the field score the
+raw map exactly as before.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from xscan.preprocess import LetterboxInfo
@@ -19,6 +29,48 @@ from xscan.runtime.prediction import Prediction, empty_detections
 from xscan.runtime.tiling import stitch_maps
 
 ANOMALY_OUTPUTS = ("anomaly_map", "scores")
+
+
+def location_grids(loc: dict, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``mean`` and ``std`` grids of ``loc`` resized (bilinear, cell centres at
+    ``(i + 0.5) / gh`` of the height) to ``hw = (H, W)`` pixels -> two ``(H, W) float32``."""
+    h, w = int(hw[0]), int(hw[1])
+    mean = np.asarray(loc["mean"], np.float32)
+    std = np.asarray(loc["std"], np.float32)
+    return (
+        cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR),
+        cv2.resize(std, (w, h), interpolation=cv2.INTER_LINEAR),
+    )
+
+
+def location_standardize(amap: np.ndarray, loc: dict) -> np.ndarray:
+    """``(H, W)`` raw map of a whole scan -> ``(amap - mean) / std`` per location, float32
+    (``loc`` = ``spec.location_normalization``; an empty ``loc`` returns the map unchanged)."""
+    a = np.asarray(amap, np.float32)
+    if not loc:
+        return a
+    mean, std = location_grids(loc, a.shape[:2])
+    return (a - mean) / std
+
+
+def location_score(z: np.ndarray, loc: dict) -> float:
+    """Raw scan score from a standardised map: its maximum (``score: max``) or the mean of its
+    highest ``top_fraction`` of pixels (``score: top_fraction``; at least one pixel)."""
+    z = np.asarray(z, np.float32).ravel()
+    if loc.get("score", "max") == "max":
+        return float(z.max())
+    k = min(z.size, max(1, int(round(float(loc["top_fraction"]) * z.size))))
+    return float(np.partition(z, z.size - k)[z.size - k :].mean())
+
+
+def scan_map_score(raw_map: np.ndarray, raw_tile_max: float, loc: dict) -> tuple[np.ndarray, float]:
+    """The raw map and raw score of a whole scan as the spec defines them: with location
+    normalisation the standardised map and :func:`location_score`; without, the raw map
+    and the maximum tile score (the model's own score when not tiled)."""
+    if not loc:
+        return np.asarray(raw_map, np.float32), float(raw_tile_max)
+    z = location_standardize(raw_map, loc)
+    return z, location_score(z, loc)
 
 
 def normalize_scores(raw: np.ndarray | float, norm: dict[str, float]) -> np.ndarray:
@@ -71,18 +123,39 @@ class AnomalyScorer(OnnxModel):
         self, outputs: dict[str, np.ndarray], infos: list[LetterboxInfo], threshold: float
     ) -> list[Prediction]:
         norm = self.spec.score_normalization
-        scores = normalize_scores(outputs["scores"].reshape(len(infos)), norm)
+        raw_scores = outputs["scores"].reshape(len(infos))
         preds = []
         for b, info in enumerate(infos):
-            amap = info.map_to_original(outputs["anomaly_map"][b, 0])
-            preds.append(self._make(normalize_scores(amap, norm), float(scores[b]), threshold))
+            amap, score = scan_map_score(
+                info.map_to_original(outputs["anomaly_map"][b, 0]),
+                float(raw_scores[b]),
+                self.spec.location_normalization,
+            )
+            preds.append(
+                self._make(
+                    normalize_scores(amap, norm), float(normalize_scores(score, norm)), threshold
+                )
+            )
         return preds
 
     def _predict_tiled(self, image: np.ndarray, threshold: float) -> Prediction:
+        # raw tile maps are stitched first: location normalisation works on the whole scan
         tiles = self._tiles(image)
-        per_tile = self._run_tiles(image, tiles, threshold)
-        amap = stitch_maps(
-            [p.anomaly_map for p in per_tile], tiles, image.shape[:2], self.spec.tile_overlap
+        maps: list[np.ndarray] = []
+        tile_max = -np.inf
+        for start in range(0, len(tiles), self.batch_size):
+            chunk = tiles[start : start + self.batch_size]
+            prepared = [self.prepare(image[t.y0 : t.y1, t.x0 : t.x1]) for t in chunk]
+            out = self.run(np.stack([p[0] for p in prepared]))
+            for b, (_, info) in enumerate(prepared):
+                maps.append(info.map_to_original(out["anomaly_map"][b, 0]))
+            tile_max = max(tile_max, float(np.max(out["scores"])))
+        raw = stitch_maps(maps, tiles, image.shape[:2], self.spec.tile_overlap)
+        amap, score = scan_map_score(raw, tile_max, self.spec.location_normalization)
+        norm = self.spec.score_normalization
+        return self._make(
+            normalize_scores(amap, norm),
+            float(normalize_scores(score, norm)),
+            threshold,
+            tiles=len(tiles),
         )
-        score = max(p.image_score for p in per_tile)
-        return self._make(amap, score, threshold, tiles=len(tiles))

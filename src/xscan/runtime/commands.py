@@ -62,6 +62,15 @@ def _fmt_spec(spec, sha256: str, path: str) -> str:
     ]
     if spec.score_normalization:
         lines.append(f"score norm     {spec.score_normalization}")
+    loc = spec.location_normalization
+    if loc:
+        how = loc.get("score", "max")
+        if how == "top_fraction":
+            how = f"mean of the top {100 * float(loc['top_fraction']):g} % of pixels"
+        lines.append(
+            f"location norm  {loc['grid'][0]}x{loc['grid'][1]} grid (rows x cols, normalised "
+            f"scan coordinates) from {loc.get('scans', '?')} benign scans; score: {how}"
+        )
     lines.append(f"alarm at       {spec.alarm_threshold} (default operating point)")
     for op in spec.operating_points:
         mark = "*" if spec.operating_point and op.name == spec.operating_point.name else " "

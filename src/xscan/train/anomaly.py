@@ -8,16 +8,21 @@ Steps (each a plain function):
 2. fit: ``anomaly_patchcore`` fills a memory bank with patch features and compresses it by a
    greedy k-center coreset to ``train.extra.memory_bank_size`` rows (the size goes into
    ``spec.arch_params``); ``anomaly_stfpm`` trains its student for ``train.epochs``;
-3. calibrate on held-out benign scans (``data.val``; scored whole, exactly as the runtime
+3. optionally (``train.extra.location_norm``) fit per-location benign statistics of the
+   anomaly map on the benign training scans, scored whole as the runtime scores them
+   (``spec.location_normalization``, :mod:`xscan.anomaly.location`);
+4. calibrate on held-out benign scans (``data.val``; scored whole, exactly as the runtime
    scores them): ``spec.score_normalization`` and one operating point per
    ``eval.far_targets``, the default at ``eval.default_far``;
-4. write ``OUT/model.pt`` (checkpoint with the calibrated spec) and ``OUT/calibration.json``.
+5. write ``OUT/model.pt`` (checkpoint with the calibrated spec) and ``OUT/calibration.json``.
 
 ``train.extra`` options: ``memory_bank_size`` (4096), ``crops_per_scan`` (16, random crops
 besides the runtime's tiles when ``tile_grid``, default true),
 ``patches_per_crop`` (256, random patches of each crop kept before the coreset),
-``coreset_proj_dim`` (128), ``pretrain`` (backbone self-supervised pretraining, see
-:mod:`xscan.models.anomaly_backbone`).
+``coreset_proj_dim`` (128), ``location_norm`` (``{}`` = off; else ``grid`` [rows, cols],
+``std_floor``, ``score``, ``top_fraction``: the arguments of
+:func:`xscan.anomaly.location.fit_location_normalization`), ``pretrain`` (reserved; must be
+empty).
 """
 
 from __future__ import annotations
@@ -48,8 +53,11 @@ EXTRA_DEFAULTS: dict[str, Any] = {
     "tile_grid": True,
     "patches_per_crop": 256,
     "coreset_proj_dim": 128,
+    "location_norm": {},
     "pretrain": {},
 }
+
+LOCATION_KEYS = ("grid", "std_floor", "score", "top_fraction")
 
 
 def extra_options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -59,7 +67,33 @@ def extra_options(cfg: ExperimentConfig) -> dict[str, Any]:
             f"{cfg.source}: train.extra: unknown key(s) {unknown} for anomaly training; "
             f"known: {sorted(EXTRA_DEFAULTS)}"
         )
-    return {**EXTRA_DEFAULTS, **cfg.train.extra}
+    opts = {**EXTRA_DEFAULTS, **cfg.train.extra}
+    if opts["pretrain"]:
+        raise ValueError(
+            f"{cfg.source}: train.extra.pretrain: backbone pretraining is not implemented; "
+            "load local weights with train.init_weights instead"
+        )
+    loc = opts["location_norm"] or {}
+    if not isinstance(loc, dict) or set(loc) - set(LOCATION_KEYS):
+        raise ValueError(
+            f"{cfg.source}: train.extra.location_norm: expected a mapping with keys from "
+            f"{list(LOCATION_KEYS)}, got {loc!r}"
+        )
+    return opts
+
+
+def fit_location(model, cfg: ExperimentConfig, spec: ModelSpec, opts: dict[str, Any]):
+    """``spec.location_normalization`` from the raw maps of the benign training scans, each
+    scored whole exactly as the runtime scores it (tiles, stitching)."""
+    from xscan.anomaly.location import fit_location_normalization
+
+    run = torch_runner(model)
+    refs = scan_refs(cfg.data.train, spec.modality, "data.train")
+    maps = (score_scan(s.image, spec, run).amap for s in iter_scans(refs) if s.label == 0)
+    kw = dict(opts["location_norm"])
+    if "grid" in kw:
+        kw["grid"] = tuple(int(g) for g in kw["grid"])
+    return fit_location_normalization(maps, **kw)
 
 
 def scan_crops(
@@ -244,6 +278,12 @@ def main(cfg: ExperimentConfig) -> Path:
     n_scans = crops.n_scans
     fit["benign_scans"] = n_scans
     log.info("fitted on %d benign scans (%d inputs)", n_scans, fit["inputs"])
+    if opts["location_norm"]:
+        t1 = time.perf_counter()
+        loc = fit_location(model, cfg, spec.replace(location_normalization={}), opts)
+        spec = spec.replace(location_normalization=loc)
+        fit["location_norm_seconds"] = round(time.perf_counter() - t1, 1)
+        log.info("location normalisation: %s grid from %d benign scans", loc["grid"], loc["scans"])
     fit["fit_seconds"] = round(time.perf_counter() - t0, 1)
     raw, n_cal = calibration_scores(model, cfg, spec)
     norm, points = calibrate(raw, cfg.eval.far_targets, source="data.val benign")
