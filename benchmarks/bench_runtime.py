@@ -1,7 +1,8 @@
 """PyTorch eager vs onnxruntime FP32 vs onnxruntime INT8 on this CPU, in one run.
 
-Same model, same inputs (generated scans, preprocessed once by ``xscan.preprocess``):
-latency at batch 1 and throughput at batch 8 at the model's input size, achieved GFLOP/s
+Same model, same inputs (generated scans, preprocessed once by ``xscan.preprocess``; the
+ONNX Runtime engines timed interleaved, one call of each per round, medians): latency at
+batch 1 and throughput at batch 8 at the model's input size, achieved GFLOP/s
 against a matmul peak measured in the same run, and (with labelled data) AP50 of FP32 vs
 INT8. The machine load (``/proc/loadavg``) is recorded before and after, because on a
 shared 2-core machine another process's threads change everything.
@@ -10,7 +11,11 @@ shared 2-core machine another process's threads change everything.
         --gate-data data/synth/baggage_test_256 --out bench_runtime.json
 
 Without ``--checkpoint`` the model of ``configs/detect_baggage_synth.yaml`` is built with
-seeded random weights (speed only; AP50 needs a trained model).
+seeded random weights (speed only; AP50 needs a trained model); with ``--onnx`` and
+``--int8`` the ONNX files are timed and that random-weight module only serves eager timing
+and the FLOP count. ``--int8-ref`` adds other INT8 files (e.g. an earlier recipe) to the
+interleaved loop. The CPU's SIMD flags are recorded: the int8 kernels differ with AVX2,
+AVX-512 and VNNI.
 """
 
 from __future__ import annotations
@@ -42,6 +47,32 @@ def timed(fn, iters: int, warmup: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def timed_interleaved(fns: dict[str, object], iters: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, called round-robin (one call of each per
+    round), so that load changes during the run affect every engine alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags of /proc/cpuinfo that decide the int8 kernels (AVX2, AVX-512, VNNI)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return [f for f in line.split() if f in wanted]
 
 
 def matmul_peak(threads: int, n: int = 2048, iters: int = 5) -> float:
@@ -87,6 +118,15 @@ def main() -> None:
     ap.add_argument("--config", default="configs/detect_baggage_synth.yaml")
     ap.add_argument("--onnx", help="already exported FP32 model of the checkpoint")
     ap.add_argument("--int8", help="already quantised INT8 model")
+    ap.add_argument(
+        "--int8-ref",
+        action="append",
+        default=[],
+        metavar="ONNX",
+        help="another INT8 model (e.g. an earlier recipe) timed in the same interleaved loop; "
+        "repeatable",
+    )
+    ap.add_argument("--no-eager", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--calib", help="calibration images (default: generated scans)")
     ap.add_argument("--gate-data", help="labelled xscan folder for AP50 FP32 vs INT8")
     ap.add_argument("--gate-count", type=int, default=200)
@@ -125,9 +165,7 @@ def main() -> None:
 
     rows = []
 
-    def add(name: str, run) -> None:
-        lat = timed(lambda: run(1), args.iters)
-        b8 = timed(lambda: run(8), max(5, args.iters // 2))
+    def add(name: str, lat: float, b8: float) -> None:
         rows.append(
             {
                 "engine": name,
@@ -137,16 +175,31 @@ def main() -> None:
                 "gflops_b8": 8 * flops1 / b8 / 1e9,
             }
         )
-        print(f"{name:<14} b1 {1000 * lat:7.1f} ms   b8 {8 / b8:6.1f} img/s", flush=True)
+        print(f"{name:<22} b1 {1000 * lat:7.2f} ms   b8 {8 / b8:6.1f} img/s", flush=True)
 
-    with torch.no_grad():
-        add("torch eager", lambda b: module(x1 if b == 1 else x8))
-    s32 = open_session(fp32, "cpu", threads=args.threads)
-    add("ORT FP32", lambda b: s32.run(batch1 if b == 1 else batch8))
-    s8 = open_session(int8, "cpu", threads=args.threads)
-    add("ORT INT8", lambda b: s8.run(batch1 if b == 1 else batch8))
+    if not args.no_eager:
+        with torch.no_grad():
+            add(
+                "torch eager",
+                timed(lambda: module(x1), args.iters),
+                timed(lambda: module(x8), max(5, args.iters // 2)),
+            )
+    # The ONNX Runtime engines are timed interleaved (one call of each per round).
+    engines = {"ORT FP32": fp32, "ORT INT8": int8}
+    engines.update({f"ORT INT8 {Path(p).name}": Path(p) for p in args.int8_ref})
+    sessions = {k: open_session(p, "cpu", threads=args.threads) for k, p in engines.items()}
+    lat1 = timed_interleaved(
+        {k: (lambda s=s: s.run(batch1)) for k, s in sessions.items()}, args.iters
+    )
+    lat8 = timed_interleaved(
+        {k: (lambda s=s: s.run(batch8)) for k, s in sessions.items()}, max(5, args.iters // 2)
+    )
+    for k in sessions:
+        add(k, lat1[k], lat8[k])
 
-    eager, f32, q8 = rows
+    by_name = {r["engine"]: r for r in rows}
+    f32, q8 = by_name["ORT FP32"], by_name["ORT INT8"]
+    eager = by_name.get("torch eager")
     result = {
         "model": source,
         "spec": {
@@ -160,11 +213,14 @@ def main() -> None:
         "matmul_peak_gflops": peak,
         "threads": args.threads,
         "rows": rows,
-        "speedup_fp32_vs_eager_b1": eager["latency_b1_ms"] / f32["latency_b1_ms"],
+        "speedup_fp32_vs_eager_b1": (
+            eager["latency_b1_ms"] / f32["latency_b1_ms"] if eager else None
+        ),
         "speedup_int8_vs_fp32_b1": f32["latency_b1_ms"] / q8["latency_b1_ms"],
         "speedup_int8_vs_fp32_b8": q8["throughput_b8_img_s"] / f32["throughput_b8_img_s"],
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
         "loadavg_before": load_before,
     }
     if args.gate_data:
