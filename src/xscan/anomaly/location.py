@@ -26,8 +26,8 @@ import numpy as np
 def fit_location_normalization(
     maps: Iterable[np.ndarray],
     grid: tuple[int, int] = (16, 32),
-    std_floor: float = 0.25,
-    score: str = "top_fraction",
+    std_floor: float = 1.0,
+    score: str = "max",
     top_fraction: float = 0.002,
 ) -> dict[str, Any]:
     """``spec.location_normalization`` from raw stitched maps ``(H, W)`` of benign scans.
@@ -35,7 +35,8 @@ def fit_location_normalization(
     Per cell: mean and standard deviation of the map's pixels over all scans (sizes may
     differ; each scan's map is averaged into the grid, area-weighted). ``std_floor`` is a
     fraction of the standard deviation of all benign pixels: cells where benign maps are
-    nearly constant (air above the truck) would otherwise turn noise into large values.
+    nearly constant (air above the truck) would otherwise turn noise into large values; on
+    synthetic cargo 1.0 measured better than 0.25 (``docs/benchmarks.md``).
     ``score`` / ``top_fraction``: how the runtime turns the standardised map into the scan
     score (see :func:`xscan.runtime.anomaly.location_score`).
     """
