@@ -2,8 +2,9 @@
 
 No ImageNet weights can be downloaded, so xscan's anomaly models use a compact CNN that is
 either left at its seeded random initialisation (a fair and surprisingly strong baseline for
-patch-level nearest-neighbour scoring), trained with a self-supervised proxy task on benign
-scans (:func:`pretrain_backbone`), or loaded from local weights (``train.init_weights``).
+patch-level nearest-neighbour scoring) or loaded from local weights (``train.init_weights``:
+a state dict, or an xscan detector checkpoint whose backbone matches by name and shape). No
+self-supervised pretraining is implemented (``train.extra.pretrain`` is refused).
 
 Shapes: input ``(B, C, H, W)`` float32 in [0, 1]; normalisation by ``mean``/``std`` happens
 inside (so it is part of the exported graph). ``forward`` returns the feature maps of the
