@@ -21,12 +21,12 @@ RUN=runs/detect_baggage_synth
 DATA=data/synth
 OUT=models/xscan-detector-baggage.onnx
 
-synth() {  # name n seed
+synth() {  # name n seed [extra synth options]
   if [ ! -f "$DATA/$1/annotations.json" ]; then
-    "$XSCAN" synth --n "$2" --size 256x256 --seed "$3" --workers 2 --out "$DATA/$1"
+    "$XSCAN" synth --n "$2" --size 256x256 --seed "$3" --workers 2 --out "$DATA/$1" "${@:4}"
   fi
 }
-synth baggage_train_256 2400 1
+synth baggage_train_threats_256 2400 11 --threat-fraction 1
 synth baggage_val_256 300 2
 synth baggage_test_256 400 3
 
