@@ -62,6 +62,17 @@ def test_network_input_matches_the_full_decode(detector, scans):
         assert d.mean() < 0.003 and d.max() < 0.08, (d.mean(), d.max())
 
 
+def _iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """IoU of each ``(N, 4)`` xyxy box with one box."""
+    x0 = np.maximum(boxes[:, 0], box[0])
+    y0 = np.maximum(boxes[:, 1], box[1])
+    x1 = np.minimum(boxes[:, 2], box[2])
+    y1 = np.minimum(boxes[:, 3], box[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+
+
 def test_detections_agree_with_the_full_decode(detector, scans):
     thr = detector.spec.score_threshold
     matched = 0
@@ -70,14 +81,15 @@ def test_detections_agree_with_the_full_decode(detector, scans):
         _, x, info = _fast(detector, data)
         ref, new = detector.infer_prepared(np.stack([ref_x, x]), [ref_info, info])
         assert abs(ref.image_score - new.image_score) < 0.02
-        # Every confident detection of one path is in the other: same class, box within
-        # 2 px (original pixels), score within 0.02. Near the score threshold one may drop out.
+        # Every confident detection of one path is in the other: same class, score within
+        # 0.02, box IoU >= 0.7 (a peak may move to the neighbouring heatmap cell, whose box
+        # regression differs by a few input pixels). Near the score threshold one may drop out.
         for a, b in ((ref, new), (new, ref)):
             for box, score, cls in zip(a.boxes, a.scores, a.classes, strict=True):
                 if score < thr + 0.02:
                     continue
                 ok = (b.classes == cls) & (np.abs(b.scores - score) < 0.02)
-                ok &= np.abs(b.boxes - box).max(axis=1) <= 2.0
+                ok &= _iou(b.boxes, box) >= 0.7
                 assert ok.any(), (box, score, cls, b.boxes, b.scores)
                 matched += 1
     assert matched >= 4  # the comparison is not vacuous
