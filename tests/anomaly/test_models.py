@@ -134,3 +134,59 @@ def test_parity_holds_where_patches_match_the_bank_exactly():
         tmap, tscores = model(x)
     np.testing.assert_allclose(amap, tmap.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(scores, tscores.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("layers", [[1, 2], [2, 3]])
+def test_detector_backbone_patchcore_matches_onnxruntime(layers):
+    """The detector's MobileNetV3-Small stages (random weights here) export and agree."""
+    torch.manual_seed(0)
+    spec = _spec("anomaly_patchcore", backbone="detector", layers=layers, memory_bank_size=40)
+    model = build_model(spec).eval()
+    assert model.features.dim == {(1, 2): 16 + 24, (2, 3): 24 + 48}[tuple(layers)]
+    emb = model.embed(torch.rand(2, 3, 64, 96)).reshape(-1, model.features.dim)
+    model.set_memory_bank(emb[greedy_coreset(emb, 40, proj_dim=32)])
+    module = build_inference_module(model, spec)
+    x = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(7))
+    sess, ops = _export(module, x[:2])
+    assert "HardSwish" in ops or "HardSigmoid" in ops  # MobileNetV3 blocks are in the graph
+    amap, scores = sess.run(["anomaly_map", "scores"], {"images": x.numpy()})
+    with torch.no_grad():
+        tmap, tscores = module(x)
+    assert amap.shape == (3, 1, 8, 12)
+    np.testing.assert_allclose(amap, tmap.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores, tscores.numpy(), rtol=1e-3, atol=1e-4)
+    # normalisation is inside the graph: the backbone's own buffers, the spec's mean/std
+    assert torch.equal(model.features.backbone.mean.flatten(), torch.tensor(spec.mean))
+
+
+def test_detector_backbone_loads_detector_checkpoint_and_refuses_mismatches(tmp_path):
+    from xscan.models.anomaly_backbone import load_backbone_weights
+    from xscan.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    det_spec = ModelSpec(
+        task="detect",
+        class_names=("firearm", "knife"),
+        input_size=(64, 64),
+        arch="centernet",
+        arch_params={"backbone": "mobilenet_v3_small", "head_stride": 8},
+    ).validate()
+    detector = build_model(det_spec)
+    path = save_checkpoint(tmp_path / "det.pt", model=detector.state_dict(), spec=det_spec)
+    spec = _spec("anomaly_patchcore", backbone="detector", layers=[2, 3])
+    model = build_model(spec)
+    load_backbone_weights(model.features.backbone, str(path))
+    det_state = detector.state_dict()
+    own = model.features.backbone.state_dict()
+    assert all(torch.equal(v, det_state[f"backbone.{k}"]) for k, v in own.items() if "stages" in k)
+    # a width the detector was not trained with: every stage tensor is misshapen
+    narrow = build_model(_spec("anomaly_patchcore", backbone="detector", width=0.5))
+    with pytest.raises(ValueError, match="det.pt.*misshapen.*width"):
+        load_backbone_weights(narrow.features.backbone, str(path))
+    # a detector normalised differently from the anomaly spec
+    other = det_spec.replace(mean=(0.4, 0.4, 0.4))
+    path2 = save_checkpoint(tmp_path / "det2.pt", model=detector.state_dict(), spec=other)
+    with pytest.raises(ValueError, match="det2.pt.*mean"):
+        load_backbone_weights(model.features.backbone, str(path2))
+    with pytest.raises(ValueError, match="backbone"):
+        build_model(_spec("anomaly_patchcore", backbone="resnet"))

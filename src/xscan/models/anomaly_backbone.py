@@ -10,6 +10,13 @@ Shapes: input ``(B, C, H, W)`` float32 in [0, 1]; normalisation by ``mean``/``st
 inside (so it is part of the exported graph). ``forward`` returns the feature maps of the
 stages named in ``layers`` as a list, stride 4 -> ``(B, 48, H/4, W/4)``, stride 8 ->
 ``(B, 96, H/8, W/8)``, stride 16 -> ``(B, 192, H/16, W/16)``.
+
+:class:`DetectorBackbone` is the alternative: the MobileNetV3-Small multi-scale backbone of
+xscan's detector (:func:`xscan.models.backbone.build_backbone`, the same builder), cut after the
+deepest stage used, meant to carry the weights of an xscan detector trained on X-ray scans
+(``train.init_weights``: the ``backbone.*`` tensors of the checkpoint's ``model`` state). Same
+interface: stage ``i`` has stride ``2 ** (i + 1)``; channels 16 (stride 4), 24 (8), 48 (16)
+at width 1.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import nn
 
 STAGE_CHANNELS = (24, 48, 96, 192)  # strides 2, 4, 8, 16
+STAGE_STRIDES_MNV3 = (2, 4, 8, 16, 32)  # DetectorBackbone's stages
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -81,11 +89,82 @@ class XrayBackbone(nn.Module):
         return feats
 
 
+DETECTOR_BACKBONE = "mobilenet_v3_small"
+
+
+class DetectorBackbone(nn.Module):
+    """The detector's MobileNetV3-Small stages (``build_backbone``), normalisation inside.
+
+    ``layers`` index the stages as in :class:`XrayBackbone` (stage ``i`` at stride
+    ``2 ** (i + 1)``, 0..4); stages after the deepest one used are not built. ``width`` is
+    torchvision's ``width_mult`` and must match the weights loaded. Parameter names
+    (``stages.<i>...``) are those of the detector's ``backbone.`` prefix, so an xscan detector
+    checkpoint loads by name. Without loaded weights the stages keep a seeded random init.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+        layers: Sequence[int] = (1, 2),
+        width: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from xscan.models.backbone import build_backbone
+
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(
+                f"DetectorBackbone: mean/std need {in_channels} values, got {len(mean)}/{len(std)}"
+            )
+        if not layers or any(i not in range(5) for i in layers):
+            raise ValueError(f"DetectorBackbone: layers must be in 0..4, got {list(layers)}")
+        self.layers = tuple(sorted(layers))
+        self.strides = tuple(2 ** (i + 1) for i in self.layers)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_backbone(DETECTOR_BACKBONE, in_channels, self.strides, float(width))
+        if list(net.stage_strides[: len(STAGE_STRIDES_MNV3)]) != list(STAGE_STRIDES_MNV3):
+            raise ValueError(f"DetectorBackbone: unexpected stage strides {net.stage_strides}")
+        self.stages = nn.ModuleList(list(net.stages)[: self.layers[-1] + 1])
+        self.channels = tuple(net.out_channels)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.layers:
+                feats.append(x)
+        return feats
+
+
+def build_anomaly_backbone(
+    kind: str,
+    in_channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    layers: Sequence[int],
+    width: float,
+    seed: int,
+) -> XrayBackbone | DetectorBackbone:
+    """``kind`` ``"xray"`` (:class:`XrayBackbone`) or ``"detector"`` (:class:`DetectorBackbone`)."""
+    if kind == "xray":
+        return XrayBackbone(in_channels, mean, std, layers, width, seed)
+    if kind == "detector":
+        return DetectorBackbone(in_channels, mean, std, layers, width, seed)
+    raise ValueError(f"model.arch_params.backbone: expected 'xray' or 'detector', got {kind!r}")
+
+
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     """Load local weights (a state dict, or a checkpoint with a ``model``/``backbone`` key).
 
     Keys may carry a ``backbone.`` prefix; shapes must match. Raises ``ValueError`` naming the
-    file when nothing matches.
+    file when nothing matches. A :class:`DetectorBackbone` loads strictly: every stage tensor
+    must be present with its shape, and a checkpoint's spec must have the same mean/std.
     """
     from pathlib import Path
 
@@ -93,6 +172,9 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: init_weights file not found")
     state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(backbone, DetectorBackbone):
+        _load_detector_backbone(backbone, state, p)
+        return
     if isinstance(state, dict) and "backbone" in state and isinstance(state["backbone"], dict):
         state = state["backbone"]
     elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -105,6 +187,47 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
             matched[key] = v
     if not matched:
         raise ValueError(f"{p}: no tensor matches the anomaly backbone (names/shapes differ)")
+    backbone.load_state_dict(matched, strict=False)
+
+
+def _load_detector_backbone(backbone: DetectorBackbone, state: dict, p) -> None:
+    """Every stage tensor of ``backbone`` from the ``backbone.*`` tensors of a detector
+    checkpoint's ``model`` state (or a plain state dict); a missing or misshapen tensor, or a
+    detector normalised differently from the anomaly spec, is an error naming the file."""
+    spec = state.get("spec") if isinstance(state, dict) else None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{p}: init_weights: expected a state dict or an xscan checkpoint")
+    own = {k: v for k, v in backbone.state_dict().items() if k.startswith("stages.")}
+    missing, wrong = [], []
+    matched = {}
+    for k, v in own.items():
+        src = state.get(f"backbone.{k}", state.get(k))
+        if src is None:
+            missing.append(k)
+        elif src.shape != v.shape:
+            wrong.append(f"{k} {tuple(src.shape)} vs {tuple(v.shape)}")
+        else:
+            matched[k] = src
+    if missing or wrong:
+        raise ValueError(
+            f"{p}: init_weights does not hold the detector backbone the anomaly model builds "
+            f"({DETECTOR_BACKBONE}, layers {list(backbone.layers)}): {len(missing)} tensor(s) "
+            f"missing (first: {missing[:2]}), {len(wrong)} misshapen (first: {wrong[:2]}); "
+            "check model.arch_params.width against the detector's width_mult"
+        )
+    if isinstance(spec, dict):
+        for key in ("mean", "std"):
+            theirs = spec.get(key)
+            ours = getattr(backbone, key).flatten().tolist()
+            if theirs is not None and not torch.allclose(
+                torch.tensor([float(t) for t in theirs]), torch.tensor(ours)
+            ):
+                raise ValueError(
+                    f"{p}: the detector was trained with {key} {list(theirs)} but the anomaly "
+                    f"spec has {ours}; set model.{key} to the detector's"
+                )
     backbone.load_state_dict(matched, strict=False)
 
 

@@ -1,7 +1,10 @@
 """PatchCore-style anomaly model: a memory bank of benign patch features, nearest-neighbour scoring.
 
 Roth et al., "Towards Total Recall in Industrial Anomaly Detection" (CVPR 2022), adapted to
-X-ray: the backbone is xscan's own small CNN (no ImageNet weights), and the nearest-neighbour
+X-ray: the backbone (``arch_params.backbone``) is xscan's own small CNN (``xray``, default: no
+ImageNet weights, seeded random init unless ``train.init_weights`` loads some) or the
+MobileNetV3-Small backbone of xscan's detector (``detector``, weights from a detector
+checkpoint trained on X-ray scans via ``train.init_weights``), and the nearest-neighbour
 search is written as a matmul plus ``topk`` (``||a||^2 - 2 a.b + ||b||^2``), so the ONNX
 export runs in onnxruntime without ``cdist``.
 
@@ -20,15 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from xscan.models.anomaly_backbone import MapSmoothing, XrayBackbone, resample_to
+from xscan.models.anomaly_backbone import MapSmoothing, build_anomaly_backbone, resample_to
 from xscan.models.registry import register_model
 from xscan.spec import ModelSpec
 
 ARCH = "anomaly_patchcore"
 
 DEFAULTS: dict[str, Any] = {
-    "layers": [1, 2],  # backbone stages (strides 4 and 8)
-    "width": 1.0,
+    "backbone": "xray",  # or "detector" (the detector's MobileNetV3-Small stages)
+    "layers": [1, 2],  # backbone stages (stage i at stride 2 ** (i + 1): strides 4 and 8)
+    "width": 1.0,  # channel multiplier (detector: torchvision width_mult of the weights)
     "backbone_seed": 0,
     "map_stride": 8,
     "pool": 3,  # local neighbourhood aggregation (PatchCore's 3x3 average)
@@ -55,8 +59,14 @@ class PatchFeatures(nn.Module):
 
     def __init__(self, spec: ModelSpec, p: dict[str, Any]) -> None:
         super().__init__()
-        self.backbone = XrayBackbone(
-            spec.in_channels, spec.mean, spec.std, p["layers"], p["width"], p["backbone_seed"]
+        self.backbone = build_anomaly_backbone(
+            str(p["backbone"]),
+            spec.in_channels,
+            spec.mean,
+            spec.std,
+            p["layers"],
+            p["width"],
+            p["backbone_seed"],
         )
         self.map_stride = int(p["map_stride"])
         self.pool = int(p["pool"])

@@ -238,6 +238,11 @@ def build_fresh(spec: ModelSpec, init_weights: str | None):
     from xscan.models.registry import build_model
 
     model = build_model(spec)
+    if spec.arch_params.get("backbone") == "detector" and not init_weights:
+        log.warning(
+            "model.arch_params.backbone: detector without train.init_weights: the detector "
+            "stages keep their random initialisation"
+        )
     if init_weights:
         target = model.features.backbone if hasattr(model, "features") else model.teacher
         load_backbone_weights(target, init_weights)
