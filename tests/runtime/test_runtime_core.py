@@ -178,3 +178,15 @@ def test_other_modalities(modality, tmp_path):
         image = rng.integers(0, 65535, (40, 60), dtype=np.uint16)
     p = det.predict(image)
     assert p.num_detections == 2 and p.boxes.max() <= 60
+
+
+def test_session_threads_sleep_between_calls_unless_asked_to_spin(monkeypatch):
+    from xscan.runtime.session import session_options
+
+    keys = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+    monkeypatch.delenv("XSCAN_ORT_SPIN", raising=False)
+    so = session_options(threads=2)
+    assert [so.get_session_config_entry(k) for k in keys] == ["0", "0"]
+    assert so.intra_op_num_threads == 2
+    monkeypatch.setenv("XSCAN_ORT_SPIN", "1")
+    assert [session_options(2).get_session_config_entry(k) for k in keys] == ["1", "1"]

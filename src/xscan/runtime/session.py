@@ -63,7 +63,8 @@ def resolve_providers(providers: Sequence[str] | str | None) -> list[str]:
 
 
 def session_options(threads: int | None = None, inter_threads: int = 1) -> ort.SessionOptions:
-    """Graph optimisation ALL, explicit thread counts, memory arena and pattern on."""
+    """Graph optimisation ALL, explicit thread counts, memory arena and pattern on, thread
+    pools that sleep instead of spin-waiting between calls (``XSCAN_ORT_SPIN=1``: spin)."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -74,6 +75,14 @@ def session_options(threads: int | None = None, inter_threads: int = 1) -> ort.S
     so.enable_cpu_mem_arena = True
     so.enable_mem_pattern = True
     so.log_severity_level = 3  # errors only: provider problems are raised, not logged
+    # onnxruntime's thread pools spin-wait between calls unless told not to: good for a bare
+    # loop of back-to-back inferences, but xscan's scoring pipeline and service run decode
+    # threads and an event loop on the same cores, and the spinning takes the CPU they need
+    # (measured on 2 cores: service +33-53 % req/s, full-decode scoring +24 % images/s with
+    # spinning off; docs/benchmarks.md). XSCAN_ORT_SPIN=1 turns spinning back on.
+    spin = "1" if os.environ.get("XSCAN_ORT_SPIN", "0").strip() == "1" else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return so
 
 
