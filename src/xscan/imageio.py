@@ -49,19 +49,8 @@ def _sniff_size(data: bytes) -> tuple[int, int] | None:
         return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(
             int.from_bytes(data[22:26], "little", signed=True)
         )
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            seg = int.from_bytes(data[i + 2 : i + 4], "big")
-            if marker in _SOF_MARKERS:
-                h = int.from_bytes(data[i + 5 : i + 7], "big")
-                w = int.from_bytes(data[i + 7 : i + 9], "big")
-                return w, h
-            i += 2 + seg
-    return None
+    frame = _jpeg_frame(data)
+    return None if frame is None else frame[:2]
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:

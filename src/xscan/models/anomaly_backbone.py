@@ -38,7 +38,41 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
-class XrayBackbone(nn.Module):
+class _StagedBackbone(nn.Module):
+    """Normalisation by ``mean``/``std`` inside the network, then ``self.stages`` in turn;
+    ``forward`` returns the outputs of the stages listed in ``self.layers``."""
+
+    def _setup(
+        self,
+        in_channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        layers: Sequence[int],
+        n_stages: int,
+    ) -> None:
+        name = type(self).__name__
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(
+                f"{name}: mean/std need {in_channels} values, got {len(mean)}/{len(std)}"
+            )
+        if not layers or any(i not in range(n_stages) for i in layers):
+            raise ValueError(f"{name}: layers must be in 0..{n_stages - 1}, got {list(layers)}")
+        self.layers = tuple(sorted(layers))
+        self.strides = tuple(2 ** (i + 1) for i in self.layers)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.layers:
+                feats.append(x)
+        return feats
+
+
+class XrayBackbone(_StagedBackbone):
     """Four stages of two 3x3 conv-BN-ReLU blocks; the first of each stage has stride 2."""
 
     def __init__(
@@ -51,15 +85,7 @@ class XrayBackbone(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(
-                f"XrayBackbone: mean/std need {in_channels} values, got {len(mean)}/{len(std)}"
-            )
-        if not layers or any(i not in range(len(STAGE_CHANNELS)) for i in layers):
-            raise ValueError(f"XrayBackbone: layers must be in 0..3, got {list(layers)}")
-        self.layers = tuple(sorted(layers))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self._setup(in_channels, mean, std, layers, len(STAGE_CHANNELS))
         chans = [max(8, int(round(c * width))) for c in STAGE_CHANNELS]
         self.channels = tuple(chans[i] for i in self.layers)
         stages = []
@@ -68,7 +94,6 @@ class XrayBackbone(nn.Module):
             stages.append(nn.Sequential(_conv_bn(cin, c, 2), _conv_bn(c, c, 1)))
             cin = c
         self.stages = nn.ModuleList(stages)
-        self.strides = tuple(2 ** (i + 1) for i in self.layers)
         self._init(seed)
 
     def _init(self, seed: int) -> None:
@@ -79,20 +104,11 @@ class XrayBackbone(nn.Module):
                 with torch.no_grad():
                     m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = (images - self.mean) / self.std
-        feats = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.layers:
-                feats.append(x)
-        return feats
-
 
 DETECTOR_BACKBONE = "mobilenet_v3_small"
 
 
-class DetectorBackbone(nn.Module):
+class DetectorBackbone(_StagedBackbone):
     """The detector's MobileNetV3-Small stages (``build_backbone``), normalisation inside.
 
     ``layers`` index the stages as in :class:`XrayBackbone` (stage ``i`` at stride
@@ -114,16 +130,7 @@ class DetectorBackbone(nn.Module):
         super().__init__()
         from xscan.models.backbone import build_backbone
 
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(
-                f"DetectorBackbone: mean/std need {in_channels} values, got {len(mean)}/{len(std)}"
-            )
-        if not layers or any(i not in range(5) for i in layers):
-            raise ValueError(f"DetectorBackbone: layers must be in 0..4, got {list(layers)}")
-        self.layers = tuple(sorted(layers))
-        self.strides = tuple(2 ** (i + 1) for i in self.layers)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self._setup(in_channels, mean, std, layers, len(STAGE_STRIDES_MNV3))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_backbone(DETECTOR_BACKBONE, in_channels, self.strides, float(width))
@@ -131,15 +138,6 @@ class DetectorBackbone(nn.Module):
             raise ValueError(f"DetectorBackbone: unexpected stage strides {net.stage_strides}")
         self.stages = nn.ModuleList(list(net.stages)[: self.layers[-1] + 1])
         self.channels = tuple(net.out_channels)
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = (images - self.mean) / self.std
-        feats = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.layers:
-                feats.append(x)
-        return feats
 
 
 def build_anomaly_backbone(

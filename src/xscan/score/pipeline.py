@@ -110,17 +110,6 @@ def _decode_bytes(
         raise InputError("corrupt", str(e)) from e
 
 
-def _wants_tiling_hw(model: Any) -> Any:
-    """``model.wants_tiling_hw`` (or a stand-in from ``wants_tiling``; never for stubs)."""
-    fn = getattr(model, "wants_tiling_hw", None)
-    if fn is not None:
-        return fn
-    whole = getattr(model, "wants_tiling", None)
-    if whole is None:
-        return lambda h, w: False
-    return lambda h, w: whole(np.empty((h, w, 0), np.uint8))
-
-
 def decode_item(
     item: InputItem,
     model: Any,
@@ -136,7 +125,7 @@ def decode_item(
     on the original). ``width``/``height`` and the boxes are in original pixels either way.
     """
     out = Decoded(item)
-    tiles = _wants_tiling_hw(model)
+    tiles = model.wants_tiling_hw
     t0 = time.perf_counter()
     try:
         blobs = [_read(f) for f in item.files]
@@ -159,10 +148,9 @@ def decode_item(
             image = np.stack([to_transmission(lo), to_transmission(hi)], axis=-1)
             orig_hw = image.shape[:2]
         else:
-            spec = getattr(model, "spec", None)
             target = None
-            if spec is not None and not keep_image and reduce_margin > 0:
-                target = decode_target(spec, tiles)
+            if not keep_image and reduce_margin > 0:
+                target = decode_target(model.spec, tiles)
             scaled = _decode_bytes(blobs[0], item.files[0], max_pixels, target, reduce_margin)
             image, orig_hw = scaled.image, (scaled.orig_h, scaled.orig_w)
         t2 = time.perf_counter()
@@ -171,7 +159,7 @@ def decode_item(
             if tiles(*orig_hw):
                 out.tiled = True  # far larger than the input: the model tiles it itself
             else:
-                out.chw, out.info = _prepare(model, image, orig_hw)
+                out.chw, out.info = prepare_fast(image, model.spec, orig_hw)
         except (ValueError, ImportError) as e:
             raise InputError("unsupported", f"{item.path}: {e}") from e
         t3 = time.perf_counter()
@@ -185,14 +173,6 @@ def decode_item(
     except Exception as e:  # noqa: BLE001 - one bad file must not stop a night's run
         out.error = {"reason": "error", "message": f"{item.path}: {type(e).__name__}: {e}"}
     return out
-
-
-def _prepare(model: Any, image: np.ndarray, orig_hw: tuple[int, int]) -> tuple[np.ndarray, Any]:
-    """Network input and letterbox info (mapping to ``orig_hw`` pixels) for ``model``."""
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        return model.prepare(image)
-    return prepare_fast(image, spec, orig_hw)
 
 
 def _r(v: float, nd: int) -> float:

@@ -128,7 +128,7 @@ def run_ray(
         "max_pixels": cfg.max_pixels,
         "overlays_dir": str(Path(cfg.out).resolve()) if cfg.overlays else None,
         "tiling": cfg.tiling,
-        "decode_margin": getattr(cfg, "decode_margin", 0.0),
+        "decode_margin": cfg.decode_margin,
     }
     n = 0
     while True:
