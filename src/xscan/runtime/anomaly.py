@@ -143,11 +143,8 @@ class AnomalyScorer(OnnxModel):
         tiles = self._tiles(image)
         maps: list[np.ndarray] = []
         tile_max = -np.inf
-        for start in range(0, len(tiles), self.batch_size):
-            chunk = tiles[start : start + self.batch_size]
-            prepared = [self.prepare(image[t.y0 : t.y1, t.x0 : t.x1]) for t in chunk]
-            out = self.run(np.stack([p[0] for p in prepared]))
-            for b, (_, info) in enumerate(prepared):
+        for infos, out in self._tile_batches(image, tiles):
+            for b, info in enumerate(infos):
                 maps.append(info.map_to_original(out["anomaly_map"][b, 0]))
             tile_max = max(tile_max, float(np.max(out["scores"])))
         raw = stitch_maps(maps, tiles, image.shape[:2], self.spec.tile_overlap)

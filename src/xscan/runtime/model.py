@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -173,16 +173,22 @@ class OnnxModel:
         window = tuple(max(1, round(s * self.tile_scale)) for s in self.spec.input_size)
         return tile_grid(h, w, window, self.spec.tile_overlap)
 
+    def _tile_batches(
+        self, image: np.ndarray, tiles: list[Tile]
+    ) -> Iterator[tuple[list[LetterboxInfo], dict[str, np.ndarray]]]:
+        """``(letterbox infos, raw outputs)`` for each batch of up to ``batch_size`` tiles."""
+        for start in range(0, len(tiles), self.batch_size):
+            chunk = tiles[start : start + self.batch_size]
+            prepared = [self.prepare(image[t.y0 : t.y1, t.x0 : t.x1]) for t in chunk]
+            yield [p[1] for p in prepared], self.run(np.stack([p[0] for p in prepared]))
+
     def _run_tiles(
         self, image: np.ndarray, tiles: list[Tile], threshold: float
     ) -> list[Prediction]:
         """Per-tile predictions, in tile pixel coordinates."""
         preds: list[Prediction] = []
-        for start in range(0, len(tiles), self.batch_size):
-            chunk = tiles[start : start + self.batch_size]
-            prepared = [self.prepare(image[t.y0 : t.y1, t.x0 : t.x1]) for t in chunk]
-            batch = np.stack([p[0] for p in prepared])
-            preds.extend(self.infer_prepared(batch, [p[1] for p in prepared], threshold))
+        for infos, outputs in self._tile_batches(image, tiles):
+            preds.extend(self._decode(outputs, infos, threshold))
         return preds
 
     # ------------------------------------------------------------- task specific
