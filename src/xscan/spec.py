@@ -69,6 +69,7 @@ class OperatingPoint:
 
 
 LOCATION_SCORES = ("max", "top_fraction")
+SCAN_SCORES = ("tile_max", "map_max")
 
 
 def _validate_location_normalization(loc: dict[str, Any]) -> None:
@@ -132,6 +133,12 @@ class ModelSpec:
     # values, map units), score, top_fraction, scans. Empty: the raw map and the maximum tile
     # score, as before. See xscan.runtime.anomaly.
     location_normalization: dict[str, Any] = field(default_factory=dict)
+    # Anomaly models without location normalisation: the raw scan score is the maximum of the
+    # model's per-tile scores ("tile_max") or the maximum of the anomaly map stitched at scan
+    # resolution ("map_max"; tile borders, where smoothing inside the graph is biased, are
+    # down-weighted by the stitching). An untiled scan: the model's own score, or the maximum
+    # of its map inside the letterbox.
+    scan_score: str = "tile_max"
     # Tiling for scans larger than the input (cargo, line scans): tile size is input_size.
     # The runtime tiles a scan only when fitting it whole would shrink it more than
     # tile_max_downscale times: a model trained on whole bags at the input size keeps seeing
@@ -214,6 +221,8 @@ class ModelSpec:
             raise SpecError(f"tile_max_downscale: expected >= 1, got {self.tile_max_downscale}")
         if self.location_normalization:
             _validate_location_normalization(self.location_normalization)
+        if self.scan_score not in SCAN_SCORES:
+            raise SpecError(f"scan_score: expected one of {SCAN_SCORES}, got {self.scan_score!r}")
         names = [op.name for op in self.operating_points]
         if len(set(names)) != len(names):
             raise SpecError(f"operating_points: duplicate names in {names}")

@@ -70,9 +70,20 @@ def test_top_fraction_score_and_no_location_is_the_old_behaviour(loc):
     assert location_score(z, {**loc, "score": "top_fraction", "top_fraction": 0.02}) == 2.5
     assert location_score(z, loc) == 5.0
     raw = np.arange(12, dtype=np.float32).reshape(3, 4)
-    amap, score = scan_map_score(raw, 7.5, {})
+    amap, score = scan_map_score(raw, 7.5, _spec())
     np.testing.assert_array_equal(amap, raw)
     assert score == 7.5
+
+
+def test_map_max_scan_score_takes_the_stitched_map_maximum():
+    raw = np.arange(12, dtype=np.float32).reshape(3, 4)
+    amap, score = scan_map_score(raw, 7.5, _spec(scan_score="map_max"))
+    np.testing.assert_array_equal(amap, raw)
+    assert score == 11.0
+    spec = _spec(scan_score="map_max")
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(SpecError, match="scan_score"):
+        _spec(scan_score="mean").validate()
 
 
 def test_calibrated_threshold_gives_the_requested_far_on_standardised_scores(loc):

@@ -57,14 +57,18 @@ def test_tiled_map_is_seamless_and_matches_the_whole_scan():
     assert r.score == pytest.approx(float(truth.max()), abs=0.03)
 
 
-@pytest.mark.parametrize("located", [False, True], ids=["raw", "location_normalised"])
-def test_torch_scan_scores_match_the_onnx_runtime_on_tiled_scans(tmp_path, located):
+@pytest.mark.parametrize(
+    "located,scan_score",
+    [(False, "tile_max"), (False, "map_max"), (True, "tile_max")],
+    ids=["raw", "map_max", "location_normalised"],
+)
+def test_torch_scan_scores_match_the_onnx_runtime_on_tiled_scans(tmp_path, located, scan_score):
     from xscan.anomaly.location import fit_location_normalization
     from xscan.export.onnx_export import export_checkpoint
     from xscan.runtime import load_model
 
     torch.manual_seed(0)
-    spec = _spec("anomaly_patchcore", memory_bank_size=64)
+    spec = _spec("anomaly_patchcore", memory_bank_size=64).replace(scan_score=scan_score)
     model = build_model(spec).eval()
     crops = torch.from_numpy(
         np.stack([_smooth_scan(64, 64, s) for s in range(4)]).transpose(0, 3, 1, 2) / 255.0
@@ -91,6 +95,9 @@ def test_torch_scan_scores_match_the_onnx_runtime_on_tiled_scans(tmp_path, locat
         assert pred.tiles == ours.tiles > 1
         assert pred.image_score == pytest.approx(ours.score, rel=1e-3, abs=1e-3)
         np.testing.assert_allclose(pred.anomaly_map, ours.amap, rtol=1e-3, atol=2e-3)
+        if scan_score == "map_max":  # the score is the stitched map's own maximum
+            assert ours.score == pytest.approx(float(ours.amap.max()), rel=1e-6)
+            assert pred.image_score == pytest.approx(float(pred.anomaly_map.max()), rel=1e-3)
         if not located:  # (what standardising does to a map: tests/anomaly/test_location.py)
             y, x = np.unravel_index(np.argmax(ours.amap), ours.amap.shape)
             assert 40 <= y <= 80 and 90 <= x <= 150

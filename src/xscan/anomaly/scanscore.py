@@ -5,9 +5,9 @@ the raw scores a threshold is calibrated on are computed exactly as at inference
 fits the input (downscale <= 2) is letterboxed whole; a larger one (cargo) is cut into tiles of
 ``spec.input_size`` at native resolution with ``spec.tile_overlap`` (the runtime's own
 :mod:`xscan.runtime.tiling`), the tile maps are stitched back without seams, and the scan
-score is the maximum tile score, or, when the spec has ``location_normalization``, the score
-of the location-standardised map (:func:`xscan.runtime.anomaly.scan_map_score`, the runtime's
-own function).
+score follows the spec (maximum tile score, maximum of the stitched map, or the score of the
+location-standardised map: :func:`xscan.runtime.anomaly.scan_map_score`, the runtime's own
+function).
 """
 
 from __future__ import annotations
@@ -64,12 +64,11 @@ def score_scan(
         m, s = run(inp)
         scores.extend(float(v) for v in s)
         maps.extend(info.map_to_original(mm[0]) for mm, info in zip(m, infos, strict=True))
-    loc = spec.location_normalization
     if tiles is None:
-        amap, score = scan_map_score(maps[0], scores[0], loc)
+        amap, score = scan_map_score(maps[0], scores[0], spec)
         return ScanScore(score, amap, 1)
     amap, score = scan_map_score(
-        stitch_maps(maps, tiles, (h, w), spec.tile_overlap), max(scores), loc
+        stitch_maps(maps, tiles, (h, w), spec.tile_overlap), max(scores), spec
     )
     return ScanScore(score, amap, len(tiles))
 

@@ -13,8 +13,12 @@ benign per-cell statistics bilinearly resized from their coarse grid (normalised
 coordinates) to the scan, and the raw scan score is taken from that standardised map
 (:func:`location_score`) instead of the maximum tile score. A structure that is common at one
 place in benign scans (a tractor's engine, a container's corner posts) is then scored against
-what benign scans show there, not against the whole scan. Models without the field score the
-raw map exactly as before.
+what benign scans show there, not against the whole scan.
+
+Without location normalisation the raw scan score is, by ``spec.scan_score``, the maximum of
+the model's per-tile scores (``tile_max``, the default) or the maximum of the stitched map
+(``map_max``): with smoothing inside the graph a tile's own maximum can sit on its smoothed
+border, which the stitching down-weights in favour of the neighbouring tile's interior.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from xscan.runtime.metadata import ModelFileError
 from xscan.runtime.model import OnnxModel
 from xscan.runtime.prediction import Prediction, empty_detections
 from xscan.runtime.tiling import stitch_maps
+from xscan.spec import ModelSpec
 
 ANOMALY_OUTPUTS = ("anomaly_map", "scores")
 
@@ -63,12 +68,19 @@ def location_score(z: np.ndarray, loc: dict) -> float:
     return float(np.partition(z, z.size - k)[z.size - k :].mean())
 
 
-def scan_map_score(raw_map: np.ndarray, raw_tile_max: float, loc: dict) -> tuple[np.ndarray, float]:
-    """The raw map and raw score of a whole scan as the spec defines them: with location
-    normalisation the standardised map and :func:`location_score`; without, the raw map
-    and the maximum tile score (the model's own score when not tiled)."""
+def scan_map_score(
+    raw_map: np.ndarray, raw_tile_max: float, spec: ModelSpec
+) -> tuple[np.ndarray, float]:
+    """The raw map and raw score of a whole scan as ``spec`` defines them: with location
+    normalisation the standardised map and :func:`location_score`; without, the raw map and,
+    by ``spec.scan_score``, the maximum tile score (``tile_max``, the model's own score when
+    not tiled) or the maximum of the stitched map (``map_max``)."""
+    loc = spec.location_normalization
     if not loc:
-        return np.asarray(raw_map, np.float32), float(raw_tile_max)
+        amap = np.asarray(raw_map, np.float32)
+        if spec.scan_score == "map_max":
+            return amap, float(amap.max())
+        return amap, float(raw_tile_max)
     z = location_standardize(raw_map, loc)
     return z, location_score(z, loc)
 
@@ -129,7 +141,7 @@ class AnomalyScorer(OnnxModel):
             amap, score = scan_map_score(
                 info.map_to_original(outputs["anomaly_map"][b, 0]),
                 float(raw_scores[b]),
-                self.spec.location_normalization,
+                self.spec,
             )
             preds.append(
                 self._make(
@@ -148,7 +160,7 @@ class AnomalyScorer(OnnxModel):
                 maps.append(info.map_to_original(out["anomaly_map"][b, 0]))
             tile_max = max(tile_max, float(np.max(out["scores"])))
         raw = stitch_maps(maps, tiles, image.shape[:2], self.spec.tile_overlap)
-        amap, score = scan_map_score(raw, tile_max, self.spec.location_normalization)
+        amap, score = scan_map_score(raw, tile_max, self.spec)
         norm = self.spec.score_normalization
         return self._make(
             normalize_scores(amap, norm),

@@ -71,6 +71,9 @@ def _fmt_spec(spec, sha256: str, path: str) -> str:
             f"location norm  {loc['grid'][0]}x{loc['grid'][1]} grid (rows x cols, normalised "
             f"scan coordinates) from {loc.get('scans', '?')} benign scans; score: {how}"
         )
+    elif spec.task == "anomaly":
+        how = {"tile_max": "maximum tile score", "map_max": "maximum of the stitched map"}
+        lines.append(f"scan score     {how.get(spec.scan_score, spec.scan_score)}")
     lines.append(f"alarm at       {spec.alarm_threshold} (default operating point)")
     for op in spec.operating_points:
         mark = "*" if spec.operating_point and op.name == spec.operating_point.name else " "
