@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the default cargo anomaly model models/xscan-anomaly-cargo.onnx (and its model card)
 # from nothing but this repository: synthetic cargo scans, benign-only training, calibration,
-# export, evaluation on a held-out seed. About 15 minutes on 2 CPU cores shared with other jobs
-# (2026-12-01), 5 of them for the per-location benign statistics (train.extra.location_norm).
+# export, evaluation on a held-out seed. About 6 minutes on 2 idle CPU cores once the data
+# folders exist (2026-12-01; the fit itself ~100 s), plus a few minutes of scan generation.
 #
 #   scripts/build_default_anomaly_model.sh [OUT_ONNX]
 set -euo pipefail
