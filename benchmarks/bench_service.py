@@ -44,29 +44,11 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from _models import find_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIXRAY = ROOT.parent / "shared" / "data" / "xray-real-dev" / "sixray" / "images"
 XSCAN = ROOT / ".venv" / "bin" / "xscan"
-
-
-def find_model(explicit: str | None, tmp: Path) -> tuple[Path, str]:
-    from xscan.runtime import read_spec
-
-    if explicit:
-        return Path(explicit), "given"
-    for d in (ROOT / "models", ROOT / "runs"):
-        for p in sorted(d.rglob("*.onnx")) if d.exists() else []:
-            try:
-                if read_spec(p).task == "detect":
-                    return p, "real detector"
-            except Exception:  # noqa: BLE001 - not an xscan model
-                continue
-    sys.path.insert(0, str(ROOT / "tests"))
-    from toy_models import make_toy_detector, toy_detector_spec
-
-    spec = toy_detector_spec(input_size=(320, 320))
-    return make_toy_detector(tmp / "toy_detector_320.onnx", spec), "toy detector (320x320)"
 
 
 def payloads(
