@@ -1,8 +1,9 @@
 """Which detector a benchmark runs when none is named (shared by bench_score and bench_service).
 
-The first xscan detector ONNX under ``models/`` then ``runs/`` (the shipped default first);
-with none, the 320x320 toy detector of the tests, so a fresh checkout still benchmarks the
-pipeline. The second value says which, for the results.
+The first xscan detector ONNX under ``models/`` then ``runs/`` (the shipped default first),
+full-precision files before their ``.int8`` / ``.fp16`` twins; with none, the 320x320 toy
+detector of the tests, so a checkout without models still benchmarks the pipeline. The
+second value says which, for the results.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def find_model(explicit: str | None, tmp: Path) -> tuple[Path, str]:
     if explicit:
         return Path(explicit), "given"
     for d in (ROOT / "models", ROOT / "runs"):
-        for p in sorted(d.rglob("*.onnx")) if d.exists() else []:
+        found = sorted(d.rglob("*.onnx")) if d.exists() else []
+        for p in sorted(found, key=lambda q: (q.name.endswith((".int8.onnx", ".fp16.onnx")), q)):
             try:
                 if read_spec(p).task == "detect":
                     return p, "real detector"

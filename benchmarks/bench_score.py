@@ -12,7 +12,7 @@ and peak RSS of ``xscan score`` subprocesses on 1,000 vs 20,000 generated images
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_score.py [--model M.onnx] [--folder DIR]
 
-Without ``--model`` it takes the first detector ONNX in ``models/`` or ``runs/`` and falls back
+Without ``--model`` it takes the first FP32 detector ONNX in ``models/`` or ``runs/`` and falls back
 to the toy detector of the tests (say which in the results). Without ``--folder`` it uses the
 real dev scans (``../shared/data/xray-real-dev/sixray/images``) when present, else generated
 scan-like JPEGs.

@@ -13,7 +13,7 @@ CPU cost of the decode stage per payload is measured in-process, old path agains
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_service.py [--model M.onnx] \\
         [--duration 10] [--soak-minutes 10] [--out results.json]
 
-Without ``--model`` it takes the first detector ONNX in ``models/`` or ``runs/`` and falls back
+Without ``--model`` it takes the first FP32 detector ONNX in ``models/`` or ``runs/`` and falls back
 to the toy detector of the tests at 320x320 (it says which). Payloads are the real dev scans
 (``../shared/data/xray-real-dev/sixray/images``, JPEG) when present, else generated scan-like
 JPEGs; by default they are re-encoded with the long side at most ``2 x`` the model input's
