@@ -117,3 +117,35 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert rows[0]["steps"] == 2
     assert json.loads((out / "summary.json").read_text())["images"] == 32
     assert load_checkpoint(out / "best.pt")["spec"].operating_points
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_layout_reaches_the_network_and_batches(tmp_path, monkeypatch, channels_last):
+    from xscan.train.engine import _to_device
+
+    seen = []
+    real = train_main.train_one_epoch
+
+    def spy(model, criterion, loader, optimizer, scheduler, ctx, epoch):
+        conv = next(
+            m
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d)
+            and m.kernel_size == (3, 3)
+            and m.groups == 1
+            and m.in_channels > 1
+        )
+        seen.append(
+            (conv.weight.is_contiguous(memory_format=torch.channels_last), ctx.channels_last)
+        )
+        return real(model, criterion, loader, optimizer, scheduler, ctx, epoch)
+
+    monkeypatch.setattr(train_main, "train_one_epoch", spy)
+    cfg = tiny_config(str(tmp_path / "run"), epochs=1, channels_last=channels_last)
+    train_main.main(cfg, datasets=_data(16), collate=collate)
+    assert seen == [(channels_last, channels_last)]
+    batch, _ = _to_device(torch.rand(2, 3, 8, 8), [], torch.device("cpu"), channels_last)
+    assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
+    # the checkpoint loads into a fresh (NCHW) network: the export path does not care
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    build_model(ckpt["spec"]).load_state_dict(ckpt["model"])

@@ -43,6 +43,7 @@ class StepContext:
     deadline: float | None = None  # time.monotonic() after which the epoch ends early
     log_every: int = 10
     progress: bool = False
+    channels_last: bool = False  # batches in NHWC, like the model (train.channels_last)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,8 +53,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to_device(images: torch.Tensor, targets: list[dict], device: torch.device):
-    images = images.to(device, non_blocking=True)
+def _to_device(
+    images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool = False
+):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=fmt)
     targets = [
         {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
         for t in targets
@@ -84,7 +88,7 @@ def train_one_epoch(
     stopped_early = False
     for step, (images, targets) in enumerate(bar):
         data_time += time.perf_counter() - t_last
-        images, targets = _to_device(images, targets, ctx.device)
+        images, targets = _to_device(images, targets, ctx.device, ctx.channels_last)
         with autocast(ctx.device, ctx.amp_dtype):
             outputs = model(images)
         losses = criterion(outputs, targets)

@@ -145,6 +145,8 @@ class Run:
         if info.enabled and info.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(info.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(self.model)
         self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
         self.ema = (
@@ -247,6 +249,7 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
         deadline,
         cfg.train.log_every,
         progress=info.is_main and sys.stderr.isatty(),
+        channels_last=cfg.train.channels_last,
     )
     writer = _tensorboard(out) if info.is_main else None
     totals = {"images": 0, "seconds": 0.0, "data_seconds": 0.0, "cpu_seconds": 0.0}
