@@ -1,0 +1,75 @@
+"""Training-step throughput of the default detector network by memory layout.
+
+One fwd + bwd + AdamW step of the CenterNet of ``configs/detect_baggage_synth.yaml``
+(MobileNetV3-Small, FPN, stride-8 head; 11 classes) on random 256x256 batches, built fresh for
+each variant and timed in one run: NCHW eager, NHWC (``channels_last``, what
+``train.channels_last`` does) and, with ``--compile``, NCHW under ``torch.compile``; the first
+variant is timed again at the end to show drift. Results: docs/benchmarks.md, "Detector
+training".
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from xscan.models.centernet import CenterNet
+
+
+def make() -> CenterNet:
+    torch.manual_seed(0)
+    return CenterNet(11, 3, (0.5,) * 3, (0.25,) * 3, backbone="mobilenet_v3_small")
+
+
+def bench(model, x, label: str, steps: int, rounds: int) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = model(x)
+        (out["heatmap"].float().mean() + out["ltrb"].float().mean()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    t0 = time.perf_counter()
+    step()
+    step()
+    warm = time.perf_counter() - t0
+    rates = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(x.shape[0] * steps / (time.perf_counter() - t))
+    print(
+        f"| {label} | {max(rates):.1f} | {', '.join(f'{r:.1f}' for r in rates)} | {warm:.1f} s |",
+        flush=True,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    x = torch.rand(a.batch, 3, a.size, a.size)
+    print(f"batch {a.batch}, {a.size} px, {a.threads} thread(s), torch {torch.__version__}")
+    print("| variant | images/s (best) | rounds | first two steps |\n|---|---|---|---|")
+    bench(make(), x, "NCHW eager", a.steps, a.rounds)
+    nhwc = make().to(memory_format=torch.channels_last)
+    bench(nhwc, x.contiguous(memory_format=torch.channels_last), "NHWC eager", a.steps, a.rounds)
+    if a.compile:
+        bench(torch.compile(make()), x, "NCHW torch.compile", a.steps, a.rounds)
+    bench(make(), x, "NCHW eager (again)", a.steps, a.rounds)
+
+
+if __name__ == "__main__":
+    main()
