@@ -130,8 +130,8 @@ class ModelSpec:
     # by them, (map - mean) / std, and takes the raw scan score from the standardised map
     # (``score``: "max" or "top_fraction", the mean of the highest ``top_fraction`` of its
     # pixels) before score_normalization. Keys: grid [gh, gw], mean and std (gh rows of gw
-    # values, map units), score, top_fraction, scans. Empty: the raw map and the maximum tile
-    # score, as before. See xscan.runtime.anomaly.
+    # values, map units), score, top_fraction, scans. Empty: the raw map, scored by
+    # scan_score (below). See xscan.runtime.anomaly.
     location_normalization: dict[str, Any] = field(default_factory=dict)
     # Anomaly models without location normalisation: the raw scan score is the maximum of the
     # model's per-tile scores ("tile_max") or the maximum of the anomaly map stitched at scan

@@ -95,7 +95,7 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     is left out). The distance to the row found is then recomputed directly, because the
     expanded form cancels catastrophically for near-identical patches (benign air, where the
     true distance is ~0) and would make PyTorch and onnxruntime disagree there. With a bank of
-    thousands of rows this search is most of a tile's cost; as one ``Gemm`` (``transB``) the
+    thousands of rows this search is most of a tile's arithmetic; as one ``Gemm`` (``transB``) the
     exported file holds the bank once, and a 2048x1024 cargo scan scored ~10 % faster than
     with the earlier ``topk`` form (docs/benchmarks.md).
     """
