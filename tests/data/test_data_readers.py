@@ -12,6 +12,7 @@ from data_fixtures import (
     make_voc,
     make_xscan_folder,
     make_yolo,
+    write_image,
 )
 
 from xscan.data import detect_format, load_dataset, load_many
@@ -176,6 +177,30 @@ def test_real_dev_layout(tmp_path):
     assert by["gdxray/B0078_0001"].is_threat is False
     assert _has(col, "labels.csv", 4, "not found", ERROR)
     assert len(load_dataset("xray_real_dev", tmp_path / "real", split="gdxray")) == 2
+
+
+def test_real_dev_tip_and_heldout_splits(tmp_path):
+    """``tip`` is half of the benign scans by a hash of the name; ``heldout`` is the rest and
+    every threat scan, so TIP backgrounds never reach an evaluation on ``heldout``."""
+    six = tmp_path / "sixray"
+    rows = ["image,is_threat,Gun,Knife,Wrench,Pliers,Scissors"]
+    for i in range(40):
+        name = f"images/{'P' if i < 10 else 'N'}{i:04d}.jpg"
+        write_image(six / name, seed=i)
+        rows.append(f"{name},{int(i < 10)},{int(i < 10)},0,0,0,0")
+    (six / "labels.csv").write_text("\n".join(rows) + "\n")
+    tip = load_dataset("xray_real_dev", six, split="tip")
+    held = load_dataset("xray_real_dev", six, split="heldout")
+    tip_ids = {r.image_id for r in tip.records}
+    held_ids = {r.image_id for r in held.records}
+    assert not tip_ids & held_ids and len(tip_ids | held_ids) == 40
+    assert all(r.is_threat is False for r in tip.records)
+    assert sum(r.is_threat for r in held.records) == 10
+    assert 8 <= len(tip_ids) <= 22  # about half of the 30 benign scans
+    # membership depends on the name alone: the same scans whatever else is listed
+    (six / "labels.csv").write_text("\n".join(rows[:1] + rows[15:]) + "\n")
+    again = load_dataset("xray_real_dev", six, split="tip")
+    assert {r.image_id for r in again.records} == {i for i in tip_ids if int(i[-4:]) >= 14}
 
 
 def test_xscan_synth_folder(tmp_path):

@@ -9,11 +9,18 @@ Layout (``ROOT`` holds ``sixray/`` and ``gdxray/``, or is one of them)::
 ``split``, ``class_id``, ``class`` and ``gdxray_series`` are per-class image labels. The
 records carry no boxes: they serve image-level evaluation, false-alarm calibration and benign
 backgrounds for threat image projection.
+
+Two computed splits keep the scans used as TIP backgrounds out of an evaluation:
+``split="tip"`` is half of the benign scans, chosen by a hash of the image name (stable when
+scans are added), and ``split="heldout"`` is everything else: the other benign scans and
+every threat scan. Any other ``split`` filters on the CSV's ``split`` column, or picks a
+sub-folder (``sixray``).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
 from xscan.data.imagefiles import probe_image
@@ -21,6 +28,12 @@ from xscan.data.records import DatasetCollection, ProblemLog, ScanRecord, finish
 from xscan.data.taxonomy import LabelMapper
 
 META_COLUMNS = {"image", "is_threat", "split", "class_id", "class", "gdxray_series"}
+COMPUTED_SPLITS = ("tip", "heldout")
+
+
+def tip_background(image: str) -> bool:
+    """Whether a benign scan named ``image`` (as in ``labels.csv``) is in the ``tip`` half."""
+    return hashlib.sha256(image.encode()).digest()[0] < 128
 
 
 def _csvs(root: Path) -> list[Path]:
@@ -37,7 +50,8 @@ def _csvs(root: Path) -> list[Path]:
 def load_real_dev(
     root: str | Path, split: str | None = None, taxonomy: str = "canonical", verify: bool = False
 ) -> DatasetCollection:
-    """``split`` filters on the ``split`` column, or picks a sub-folder (``sixray``)."""
+    """``split``: ``tip`` / ``heldout`` (module docstring), a value of the ``split`` column, or
+    a sub-folder (``sixray``)."""
     root = Path(root)
     csvs = _csvs(root)
     if split is not None and any(p.parent.name == split for p in csvs):
@@ -64,7 +78,11 @@ def _read_csv(
         rows = list(reader)
     out = []
     for i, row in enumerate(rows, 2):
-        if split is not None and row.get("split") != split:
+        if split in COMPUTED_SPLITS:
+            benign_tip = row.get("is_threat", "").strip() == "0" and tip_background(row["image"])
+            if benign_tip != (split == "tip"):
+                continue
+        elif split is not None and row.get("split") != split:
             continue
         rec = _row(path, i, row, class_cols, mapper, log, verify)
         if rec is None:

@@ -25,7 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KIND",
         help="dataset reader (default: detected from the layout)",
     )
-    p.add_argument("--split", default=None, help="dataset split, where the format has them")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="dataset split, where the format has them (xray_real_dev: heldout leaves out "
+        "the benign scans of split tip, the TIP backgrounds of xscan data tip)",
+    )
     p.add_argument(
         "--out",
         default=None,
