@@ -103,3 +103,64 @@ def test_readers_tip_and_commands_import_without_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def _bags(folder: Path, n: int = 3) -> Path:
+    """Benign 'bags': a grey box with darker items on air, as 8-bit RGB PNG."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.full((160, 200, 3), 250, np.uint8)
+        img[20:140, 25:175] = (200, 170, 120)
+        for _ in range(6):
+            x, y = rng.integers(30, 150), rng.integers(25, 120)
+            img[y : y + 15, x : x + 20] = (90, 120, 60)
+        cv2.imwrite(str(folder / f"N{i:03d}.png"), img)
+    (folder / "notes.txt").write_text("not a scan")
+    return folder
+
+
+def test_cli_tip_writes_a_dataset_the_readers_take(tmp_path):
+    bg = _bags(tmp_path / "bg")
+    args = ["data", "tip", bg, "--pattern", "N*.png", "--n", 6, "--size", "128x96"]
+    r1 = _xscan(*args, "--seed", 3, "--out", tmp_path / "a")
+    assert r1.returncode == 0, r1.stderr
+    assert "wrote 6 TIP scans" in r1.stdout and "from 3 benign backgrounds" in r1.stdout
+    r2 = _xscan(*args, "--seed", 3, "--workers", 2, "--out", tmp_path / "b")
+    assert r2.returncode == 0, r2.stderr
+    # the same files whatever the number of workers
+    for name in ["annotations.json", *(f"images/{i:06d}.png" for i in range(6))]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    col = load_dataset("xscan", tmp_path / "a")
+    assert len(col.records) == 6 and not col.errors
+    threats = {"firearm", "firearm_part", "knife", "scissors", "pliers", "wrench", "hammer"}
+    threats |= {"baton", "lighter", "explosive_like", "drugs_like"}
+    for rec in col.records:
+        # shrunk to fit 128x96 with the 200x160 aspect kept
+        assert (rec.width, rec.height) == (120, 96)
+        assert rec.is_threat and 1 <= len(rec.objects) <= 3
+        for o in rec.objects:
+            assert o.label in threats
+            x0, y0, x1, y1 = o.box
+            assert 0 <= x0 < x1 <= rec.width and 0 <= y0 < y1 <= rec.height
+            assert o.mask is not None
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert {im["background"] for im in manifest["images"]} <= {"N000.png", "N001.png", "N002.png"}
+    r3 = _xscan(*args, "--seed", 4, "--out", tmp_path / "c")
+    assert (tmp_path / "c" / "images" / "000000.png").read_bytes() != (
+        tmp_path / "a" / "images" / "000000.png"
+    ).read_bytes()
+    assert r3.returncode == 0
+
+
+def test_cli_tip_errors_name_the_problem(tmp_path):
+    bg = _bags(tmp_path / "bg")
+    r = _xscan("data", "tip", bg, "--count", "3-1", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "--count: expected 0 <= LO <= HI" in r.stderr
+    r = _xscan("data", "tip", bg, "--pattern", "P*.jpg", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no images matching 'P*.jpg'" in r.stderr
+    r = _xscan("data", "tip", bg, "--categories", "laptop", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "cannot render ['laptop']" in r.stderr

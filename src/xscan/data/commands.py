@@ -1,4 +1,4 @@
-"""``xscan data convert|stats|check``. numpy/OpenCV-level imports only (no torch) at import."""
+"""``xscan data convert|stats|check|tip``. numpy/OpenCV-level imports only (no torch) at import."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ def _add_common(p: argparse.ArgumentParser, fmt_flag: str = "--format") -> None:
     p.add_argument(
         fmt_flag, dest="format", choices=KINDS, help="dataset layout (detected when unambiguous)"
     )
-    p.add_argument("--split", help="split or subset to read (e.g. train, test, OL2, hidden)")
+    p.add_argument(
+        "--split",
+        help="split or subset to read (e.g. train, test, OL2, hidden; xray_real_dev: tip, heldout)",
+    )
     p.add_argument(
         "--taxonomy",
         choices=("canonical", "native"),
@@ -55,6 +58,94 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="warnings also fail the check")
     p.add_argument("--limit", type=int, default=200, help="problems printed (default 200)")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "tip",
+        help="write threat-image-projection scans (rendered threats in benign scans) to a folder",
+        description=(
+            "Project rendered threats into benign scans and write them, shrunk to fit --size, "
+            "as a folder that configs read with kind: xscan (DIR/images, DIR/annotations.json "
+            "with boxes and RLE masks, DIR/manifest.json). Backgrounds: the benign scans of a "
+            "dataset (--format, --split; e.g. --format xray_real_dev --split tip for half of "
+            "the real dev set's benign scans, keeping the other half for --split heldout "
+            "evaluation) or the images of a folder matching --pattern. The same arguments give "
+            "the same files whatever --workers is."
+        ),
+    )
+    p.add_argument("backgrounds", help="dataset or folder of benign scans")
+    p.add_argument("--format", choices=KINDS, help="read backgrounds as this dataset layout")
+    p.add_argument("--split", help="split of that dataset (xray_real_dev: tip)")
+    p.add_argument("--pattern", default="*", help="file glob for a plain folder (e.g. 'N*.jpg')")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=100, help="number of scans (default: 100)")
+    p.add_argument("--size", default="256x256", help="WIDTHxHEIGHT to fit (default: 256x256)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument(
+        "--count", default="1-3", help="threats per scan, LO-HI inclusive (default: 1-3)"
+    )
+    p.add_argument(
+        "--threat-size",
+        default="0.1-0.35",
+        help="longest threat side over the shorter scan side, LO-HI (default: 0.1-0.35)",
+    )
+    p.add_argument(
+        "--per-category", type=int, default=24, help="rendered threats per class (default: 24)"
+    )
+    p.add_argument(
+        "--categories", help="comma-separated classes to render (default: every threat class)"
+    )
+    p.set_defaults(func=_tip)
+
+
+def _range(text: str, flag: str, cast=float) -> list:
+    try:
+        lo, hi = (cast(v) for v in text.split("-", 1))
+    except ValueError:
+        raise ValueError(f"{flag}: expected LO-HI such as 1-3, got {text!r}") from None
+    if lo > hi or lo < 0:
+        raise ValueError(f"{flag}: expected 0 <= LO <= HI, got {text!r}")
+    return [lo, hi]
+
+
+def _tip(args: argparse.Namespace) -> int:
+    import time
+
+    from xscan.data.tip_dataset import benign_backgrounds, write_tip_dataset
+    from xscan.synth.commands import parse_size
+
+    size_hw = parse_size(args.size)
+    params = {
+        "count": _range(args.count, "--count", int),
+        "size": _range(args.threat_size, "--threat-size"),
+    }
+    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    bgs = benign_backgrounds(args.backgrounds, args.format, args.split, args.pattern)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{done}/{total} scans", end="" if done < total else "\n", file=sys.stderr)
+
+    manifest = write_tip_dataset(
+        args.out,
+        bgs,
+        args.n,
+        size_hw,
+        args.seed,
+        args.workers,
+        cats,
+        args.per_category,
+        params,
+        progress=progress,
+    )
+    n_threat = sum(1 for im in manifest["images"] if im["has_threat"])
+    dt = time.perf_counter() - t0
+    print(
+        f"wrote {args.n} TIP scans ({n_threat} with threats) from {len(bgs)} benign "
+        f"backgrounds to {args.out} in {dt:.1f} s ({args.n / dt:.1f} scans/s)"
+    )
+    return 0
 
 
 def _load(args: argparse.Namespace, verify: bool = False):
