@@ -6,18 +6,21 @@
 #                                             export.int8_max_ap50_drop (1 point) of FP32
 # each with its model card (.card.md / .card.json).
 #
-# Steps: generate the synthetic train/val/test scans (seeded), train with
-# configs/detect_baggage_synth.yaml (operating points are calibrated on the val set's benign
-# scans and stored in best.pt's spec), export with calibration on the val scans and the INT8
-# accuracy gate on the held-out test scans.
+# Steps: generate the synthetic train/val/test scans (seeded) and the threat-image-projection
+# scans (rendered threats in the `tip` half of the real SIXray benign scans of
+# ../shared/data/xray-real-dev, REAL=... to point elsewhere), train with
+# configs/detect_baggage_tip.yaml (operating points are calibrated on the synthetic val set's
+# benign scans and stored in best.pt's spec), export with calibration on the val scans and the
+# INT8 accuracy gate on the held-out synthetic test scans.
 #
 # Usage: scripts/build_default_model.sh [--skip-train]   (XSCAN=path/to/xscan to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 XSCAN=${XSCAN:-.venv/bin/xscan}
-CONFIG=configs/detect_baggage_synth.yaml
-RUN=runs/detect_baggage_synth
+CONFIG=configs/detect_baggage_tip.yaml
+RUN=runs/detect_baggage_tip
+REAL=${REAL:-../shared/data/xray-real-dev/sixray}
 DATA=data/synth
 OUT=models/xscan-detector-baggage.onnx
 
@@ -29,6 +32,14 @@ synth() {  # name n seed [extra synth options]
 synth baggage_train_threats_256 2400 11 --threat-fraction 1
 synth baggage_val_256 300 2
 synth baggage_test_256 400 3
+if [ ! -f data/tip/sixray_tip_256/annotations.json ]; then
+  if [ ! -f "$REAL/labels.csv" ]; then
+    echo "$REAL: real benign scans for TIP not found (set REAL=path/to/xray-real-dev/sixray)" >&2
+    exit 2
+  fi
+  "$XSCAN" data tip "$REAL" --format xray_real_dev --split tip --n 1200 --size 256x256 \
+    --seed 21 --workers 2 --out data/tip/sixray_tip_256
+fi
 
 if [ "${1:-}" != "--skip-train" ] || [ ! -f "$RUN/best.pt" ]; then
   "$XSCAN" train "$CONFIG"
