@@ -181,6 +181,26 @@ def test_tip_projects_threats_with_boxes_and_masks(tmp_path):
         TipGenerator(bgs, lib, {"colour": 1})
 
 
+def test_tip_into_gray_scans_stored_as_rgb_stays_gray(tmp_path):
+    """GDXray's crops are grayscale saved as RGB JPEG: a rendered threat goes in through its
+    high-energy transmission on all three channels, not through the colour palette."""
+    gray = np.full((90, 120), 200, np.uint8)
+    gray[20:70, 30:90] = 120  # a denser region for the threat to land on
+    cv2.imwrite(str(tmp_path / "g.png"), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    colour = np.full((90, 120, 3), (120, 170, 200), np.uint8)  # orange-ish in RGB
+    cv2.imwrite(str(tmp_path / "c.png"), colour)
+    lib = ThreatLibrary.from_synth(["knife"], per_category=1, seed=0)
+    params = {"count": [1, 1], "size": [0.4, 0.5]}
+    s = TipGenerator(list_backgrounds(tmp_path, "g.png"), lib, params).sample(5)
+    bg = to_unit_float(read_image(tmp_path / "g.png"))
+    m = s.masks[0]
+    assert m.any() and (s.image[m] < bg[m] - 1e-3).any()  # the threat darkens the scan
+    np.testing.assert_array_equal(s.image[:, :, 0], s.image[:, :, 1])  # and stays gray
+    np.testing.assert_array_equal(s.image[:, :, 1], s.image[:, :, 2])
+    c = TipGenerator(list_backgrounds(tmp_path, "c.png"), lib, params).sample(5)
+    assert np.abs(c.image[:, :, 0] - c.image[:, :, 2])[c.masks[0]].max() > 0.05  # false colour
+
+
 def test_mixture_weights_determinism_and_workers(tmp_path):
     make_pidray(tmp_path / "p")
     for i in range(2):

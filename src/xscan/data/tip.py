@@ -195,11 +195,12 @@ class TipGenerator:
         rng = np.random.default_rng(int(seed))
         bg = self._background(self.backgrounds[int(rng.integers(len(self.backgrounds)))])
         image = bg.image.astype(np.float32, copy=True)
+        gray = not self.raw and is_gray_rgb(image)
         boxes, labels, masks = list(bg.boxes), list(bg.labels), list(bg.masks)
         lo, hi = (int(v) for v in self.p["count"])
         for _ in range(int(rng.integers(lo, hi + 1))):
             patch = self.library.patches[int(rng.integers(len(self.library)))]
-            placed = self._place(image, patch, boxes, rng)
+            placed = self._place(image, patch, boxes, rng, gray)
             if placed is None:
                 continue
             image, box, mask, occ = placed
@@ -224,7 +225,12 @@ class TipGenerator:
         )
 
     def _place(
-        self, image: np.ndarray, patch: ThreatPatch, boxes: list, rng: np.random.Generator
+        self,
+        image: np.ndarray,
+        patch: ThreatPatch,
+        boxes: list,
+        rng: np.random.Generator,
+        gray: bool = False,
     ) -> tuple[np.ndarray, tuple, np.ndarray, float] | None:
         H, W = image.shape[:2]
         pimg, pmask = _fit(patch, rng, self.p, min(H, W))
@@ -255,7 +261,7 @@ class TipGenerator:
             return None
         _, y0, x0, occ = best
         out = image  # the caller's working copy
-        _project(out[y0 : y0 + ph, x0 : x0 + pw], pimg, pmask, patch.scanner)
+        _project(out[y0 : y0 + ph, x0 : x0 + pw], pimg, pmask, patch.scanner, gray)
         full = np.zeros((H, W), bool)
         full[y0 : y0 + ph, x0 : x0 + pw] = pmask
         ys, xs = np.nonzero(pmask)
@@ -288,15 +294,32 @@ def _shrink(
     return out, boxes * np.float32(s), masks
 
 
-def _project(region: np.ndarray, pimg: np.ndarray, pmask: np.ndarray, scanner: str) -> None:
+def is_gray_rgb(image: np.ndarray, tol: float = 3 / 255) -> bool:
+    """Whether a 3-channel float image is grayscale stored as colour (GDXray's RGB JPEGs):
+    its channels agree everywhere within ``tol`` (JPEG chroma noise)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        return False
+    return bool(
+        np.abs(image[:, :, 0] - image[:, :, 1]).max() <= tol
+        and np.abs(image[:, :, 1] - image[:, :, 2]).max() <= tol
+    )
+
+
+def _project(
+    region: np.ndarray, pimg: np.ndarray, pmask: np.ndarray, scanner: str, gray: bool = False
+) -> None:
     """Multiply a threat into ``region`` (a view of the background, float in [0, 1]).
 
     Raw low/high patches go into false-colour backgrounds through the generator's palette
     inversion (:func:`xscan.synth.tip.project_false_color`), into raw backgrounds by the exact
-    product of transmissions, and into gray ones through their high-energy channel. False-colour
-    and gray patches (cut from scans) are multiplied channel by channel.
+    product of transmissions, and into gray ones (``gray``: also a gray scan stored as RGB)
+    through their high-energy channel. False-colour and gray patches (cut from scans) are
+    multiplied channel by channel.
     """
     c_bg, c_p = region.shape[2], pimg.shape[2]
+    if c_p == 2 and gray:
+        region *= np.where(pmask[:, :, None], pimg[:, :, 1:2], 1.0)
+        return
     if c_p == 2 and c_bg == 3:
         from xscan.synth.tip import project_false_color
 
