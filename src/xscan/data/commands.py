@@ -111,8 +111,9 @@ def _range(text: str, flag: str, cast=float) -> list:
 def _tip(args: argparse.Namespace) -> int:
     import time
 
-    from xscan.data.tip_dataset import benign_backgrounds, write_tip_dataset
-    from xscan.synth.commands import parse_size
+    from xscan.data.tip import benign_backgrounds
+    from xscan.data.tip_dataset import write_tip_dataset
+    from xscan.synth.commands import parse_size, tty_progress
 
     size_hw = parse_size(args.size)
     params = {
@@ -122,11 +123,6 @@ def _tip(args: argparse.Namespace) -> int:
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
     bgs = benign_backgrounds(args.backgrounds, args.format, args.split, args.pattern)
     t0 = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} scans", end="" if done < total else "\n", file=sys.stderr)
-
     manifest = write_tip_dataset(
         args.out,
         bgs,
@@ -137,7 +133,7 @@ def _tip(args: argparse.Namespace) -> int:
         cats,
         args.per_category,
         params,
-        progress=progress,
+        progress=tty_progress,
     )
     n_threat = sum(1 for im in manifest["images"] if im["has_threat"])
     dt = time.perf_counter() - t0

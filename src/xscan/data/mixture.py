@@ -35,7 +35,13 @@ from xscan.config import DataSource
 from xscan.data.registry import KINDS, load_dataset
 from xscan.data.sample import Sample, load_record
 from xscan.data.taxonomy import LabelMapper
-from xscan.data.tip import TIP_DEFAULTS, ThreatLibrary, TipGenerator, list_backgrounds
+from xscan.data.tip import (
+    TIP_DEFAULTS,
+    ThreatLibrary,
+    TipGenerator,
+    benign_backgrounds,
+    threat_classes,
+)
 from xscan.data.torch_dataset import encode_sample, item_seed
 from xscan.spec import ModelSpec
 
@@ -107,8 +113,7 @@ class TipSource:
         raw = spec.modality == "raw_dual"
         self.backgrounds = _backgrounds(params.pop("backgrounds", None), params.pop("pattern", "*"))
         library = _library(params.pop("threats", None), spec, seed, raw)
-        taxonomy = LabelMapper("coco")
-        threat_labels = {c for c in spec.class_names if taxonomy.is_threat(taxonomy(c)[1])}
+        threat_labels = threat_classes(spec.class_names)
         # backgrounds are letterboxed to the input later: project at twice that size at most
         params.setdefault("max_side", 2 * max(spec.input_size))
         self.gen = TipGenerator(
@@ -127,12 +132,8 @@ def _backgrounds(spec_: Any, pattern: str) -> list:
             "or {kind, path, split})"
         )
     if isinstance(spec_, str):
-        return list_backgrounds(spec_, pattern)
-    col = load_dataset(spec_["kind"], spec_["path"], spec_.get("split"))
-    benign = [r for r in col.records if r.is_threat is False]
-    if not benign:
-        raise ValueError(f"tip backgrounds {spec_['path']}: no benign scans")
-    return benign
+        return benign_backgrounds(spec_, pattern=pattern)
+    return benign_backgrounds(spec_["path"], spec_["kind"], spec_.get("split"))
 
 
 def _library(spec_: Any, spec: ModelSpec, seed: int, raw: bool) -> ThreatLibrary:

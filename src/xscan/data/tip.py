@@ -154,6 +154,36 @@ def list_backgrounds(folder: str | Path, pattern: str = "*") -> list[ScanRecord]
     ]
 
 
+def benign_backgrounds(
+    path: str | Path, fmt: str | None = None, split: str | None = None, pattern: str = "*"
+) -> list[ScanRecord]:
+    """Benign scans: the benign records of a dataset (``fmt`` a reader kind, e.g.
+    ``xray_real_dev`` with ``split="tip"``), or the images in a folder matching ``pattern``."""
+    if fmt is None:
+        return list_backgrounds(path, pattern)
+    from xscan.data.registry import load_dataset
+
+    col = load_dataset(fmt, path, split)
+    benign = [r for r in col.records if r.is_threat is False]
+    if not benign:
+        raise ValueError(f"tip backgrounds {path}: no benign scans (split {split!r})")
+    return benign
+
+
+def threat_classes(names: Sequence[str]) -> set[str]:
+    """The names among ``names`` that the taxonomy counts as threats."""
+    from xscan.data.taxonomy import LabelMapper
+
+    taxonomy = LabelMapper("coco")
+    return {c for c in names if taxonomy.is_threat(taxonomy(c)[1])}
+
+
+def check_params(params: dict[str, Any] | None) -> None:
+    unknown = sorted(set(params or {}) - set(TIP_DEFAULTS))
+    if unknown:
+        raise ValueError(f"tip params: unknown key(s) {unknown}; known: {sorted(TIP_DEFAULTS)}")
+
+
 class TipGenerator:
     """Benign backgrounds + a threat library -> a projected :class:`Sample` per seed."""
 
@@ -165,9 +195,7 @@ class TipGenerator:
         raw: bool = False,
         threat_labels: set[str] | None = None,
     ) -> None:
-        unknown = sorted(set(params or {}) - set(TIP_DEFAULTS))
-        if unknown:
-            raise ValueError(f"tip params: unknown key(s) {unknown}; known: {sorted(TIP_DEFAULTS)}")
+        check_params(params)
         if not backgrounds:
             raise ValueError("tip: no benign background scans")
         self.backgrounds = list(backgrounds)

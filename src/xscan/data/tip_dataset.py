@@ -24,44 +24,22 @@ import cv2
 import numpy as np
 
 from xscan.data.records import ScanRecord
-from xscan.data.tip import TIP_DEFAULTS, ThreatLibrary, TipGenerator, list_backgrounds
+from xscan.data.tip import ThreatLibrary, TipGenerator, check_params, threat_classes
 from xscan.synth.coco import BAGGAGE_CATEGORIES, encode_rle
+from xscan.synth.generator import run_jobs
 
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 _STATE: dict[str, Any] = {}
-
-
-def benign_backgrounds(
-    path: str | Path, fmt: str | None = None, split: str | None = None, pattern: str = "*"
-) -> list[ScanRecord]:
-    """Benign scans: the benign records of a dataset (``fmt`` a reader kind, e.g.
-    ``xray_real_dev`` with ``split="tip"``), or the images in a folder matching ``pattern``."""
-    if fmt is None:
-        return list_backgrounds(path, pattern)
-    from xscan.data.registry import load_dataset
-
-    col = load_dataset(fmt, path, split)
-    benign = [r for r in col.records if r.is_threat is False]
-    if not benign:
-        raise ValueError(f"{path}: no benign scans to project threats into (split {split!r})")
-    return benign
 
 
 def _sample_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, i]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _threats(categories: Sequence[str]) -> set[str]:
-    from xscan.data.taxonomy import LabelMapper
-
-    taxonomy = LabelMapper("coco")
-    return {c for c in categories if taxonomy.is_threat(taxonomy(c)[1])}
-
-
 def _init(backgrounds, categories, per_category, seed, params, scanner) -> None:
-    cv2.setNumThreads(1)
     library = ThreatLibrary.from_synth(categories, per_category, seed, scanner)
-    _STATE["gen"] = TipGenerator(backgrounds, library, params, threat_labels=_threats(categories))
+    threats = threat_classes(categories)
+    _STATE["gen"] = TipGenerator(backgrounds, library, params, threat_labels=threats)
 
 
 def _fit(image: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -147,14 +125,12 @@ def write_tip_dataset(
     if workers < 1:
         raise ValueError(f"workers: must be at least 1, got {workers}")
     renderable = [c for c in BAGGAGE_CATEGORIES if c in THREAT_BUILDERS]
-    cats = list(categories or sorted(_threats(renderable), key=renderable.index))
+    cats = list(categories or sorted(threat_classes(renderable), key=renderable.index))
     bad = [c for c in cats if c not in THREAT_BUILDERS]
     if bad:
         raise ValueError(f"categories: cannot render {bad}; renderable: {sorted(THREAT_BUILDERS)}")
+    check_params(params)
     params = dict(params or {})
-    unknown = sorted(set(params) - set(TIP_DEFAULTS))
-    if unknown:
-        raise ValueError(f"tip params: unknown key(s) {unknown}; known: {sorted(TIP_DEFAULTS)}")
     # project at twice the output size at most: enough for the final shrink, far cheaper
     params.setdefault("max_side", 2 * max(size_hw))
     out = Path(out)
@@ -164,28 +140,7 @@ def write_tip_dataset(
         raise ValueError(f"{out}: output folder is not writable ({e.strerror or e})") from None
     init = (list(backgrounds), cats, per_category, seed, params, scanner)
     jobs = [(str(out), i, _sample_seed(seed, i), tuple(size_hw)) for i in range(n)]
-    results = []
-    if workers == 1:
-        _init(*init)
-        for k, job in enumerate(jobs):
-            results.append(_make_one(job))
-            if progress:
-                progress(k + 1, n)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        # forkserver, not fork: see xscan.synth.generator.write_dataset
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(
-            min(workers, n), mp_context=ctx, initializer=_init, initargs=init
-        ) as pool:
-            chunk = max(1, min(8, n // (4 * workers)))
-            for k, res in enumerate(pool.map(_make_one, jobs, chunksize=chunk)):
-                results.append(res)
-                if progress:
-                    progress(k + 1, n)
+    results = run_jobs(_make_one, jobs, workers, progress, _init, init)
     names = list(BAGGAGE_CATEGORIES)
     names += sorted({a["label"] for _, anns in results for a in anns} - set(names))
     images, annotations = [], []

@@ -19,6 +19,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(2)), int(m.group(1))
 
 
+def tty_progress(done: int, total: int) -> None:
+    """``done/total scans`` on one line of stderr, when it is a terminal."""
+    import sys
+
+    if sys.stderr.isatty():
+        print(f"\r{done}/{total} scans", end="" if done < total else "\n", file=sys.stderr)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synth",
@@ -49,7 +57,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     import time
 
     from xscan.synth.generator import KINDS, SynthOptions, write_dataset
@@ -68,13 +75,8 @@ def run(args: argparse.Namespace) -> int:
         threat_fraction=args.threat_fraction, clutter=args.clutter, noise=not args.no_noise
     )
     t0 = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} scans", end="" if done < total else "\n", file=sys.stderr)
-
     manifest = write_dataset(
-        args.out, args.kind, args.n, size_hw, args.seed, args.workers, options, progress
+        args.out, args.kind, args.n, size_hw, args.seed, args.workers, options, tty_progress
     )
     n_threat = sum(1 for im in manifest["images"] if im["has_threat"])
     dt = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -268,8 +269,52 @@ def _make_one(job: tuple) -> tuple[dict, list[dict]]:
     return image, annotation_records(scan.objects, kind)
 
 
-def _init_worker() -> None:
+def _init_worker(setup: Callable[..., None] | None = None, setup_args: tuple = ()) -> None:
     cv2.setNumThreads(1)
+    if setup is not None:
+        setup(*setup_args)
+
+
+def run_jobs(
+    fn: Callable[[Any], Any],
+    jobs: list,
+    workers: int,
+    progress: Callable[[int, int], None] | None = None,
+    setup: Callable[..., None] | None = None,
+    setup_args: tuple = (),
+) -> list:
+    """``[fn(job) for job in jobs]`` in order, in ``workers`` processes when more than one.
+
+    ``setup(*setup_args)`` runs once in each process that runs jobs (the caller's own when
+    ``workers == 1``); worker processes also limit OpenCV to one thread.
+    """
+    n = len(jobs)
+    results = []
+    if workers == 1:
+        if setup is not None:
+            setup(*setup_args)
+        for k, job in enumerate(jobs):
+            results.append(fn(job))
+            if progress:
+                progress(k + 1, n)
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Not "fork": a child forked from a process whose OpenCV/OpenMP thread pools are
+    # already running can inherit a held lock and hang (seen when generating from a
+    # process that had trained or scored before). forkserver children start clean.
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(
+        min(workers, n), mp_context=ctx, initializer=_init_worker, initargs=(setup, setup_args)
+    ) as pool:
+        chunk = max(1, min(8, n // (4 * workers)))
+        for k, res in enumerate(pool.map(fn, jobs, chunksize=chunk)):
+            results.append(res)
+            if progress:
+                progress(k + 1, n)
+    return results
 
 
 def write_dataset(
@@ -307,28 +352,7 @@ def write_dataset(
         )
         for i in range(n)
     ]
-    results = []
-    if workers == 1:
-        for k, job in enumerate(jobs):
-            results.append(_make_one(job))
-            if progress:
-                progress(k + 1, n)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        # Not "fork": a child forked from a process whose OpenCV/OpenMP thread pools are
-        # already running can inherit a held lock and hang (seen when generating from a
-        # process that had trained or scored before). forkserver children start clean.
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(min(workers, n), mp_context=ctx, initializer=_init_worker) as pool:
-            for k, res in enumerate(
-                pool.map(_make_one, jobs, chunksize=max(1, min(8, n // (4 * workers))))
-            ):
-                results.append(res)
-                if progress:
-                    progress(k + 1, n)
+    results = run_jobs(_make_one, jobs, workers, progress)
     arguments = {
         "kind": kind,
         "n": n,
