@@ -15,7 +15,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 # 1. data (configs/anomaly_cargo_synth.yaml reads these folders)
 [ -d $DATA/anomaly_cargo_train960 ] || $XSCAN synth --kind cargo --n 960 --seed 100 --threat-fraction 0 --workers 2 --out $DATA/anomaly_cargo_train960
-[ -d $DATA/anomaly_cargo_calib ] || $XSCAN synth --kind cargo --n 24 --seed 200 --threat-fraction 0 --workers 2 --out $DATA/anomaly_cargo_calib
+[ -d $DATA/anomaly_cargo_calib96 ] || $XSCAN synth --kind cargo --n 96 --seed 200 --threat-fraction 0 --workers 2 --out $DATA/anomaly_cargo_calib96
 [ -d $DATA/anomaly_cargo_test ]  || $XSCAN synth --kind cargo --n 60 --seed 300 --threat-fraction 0.5 --workers 2 --out $DATA/anomaly_cargo_test
 
 # 2. benign-only training + calibration of the operating points on held-out benign scans
