@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild the default cargo anomaly model models/xscan-anomaly-cargo.onnx (and its model card)
 # from nothing but this repository: synthetic cargo scans, benign-only training, calibration,
-# export, evaluation on a held-out seed. About 15 minutes on 2 idle CPU cores once the data
-# folders exist (2026-12-02: 14.9 min in all, the fit 11.4 min), plus ~8 minutes of scan generation
-# (960 benign training scans at ~2.3 scans/s).
+# export, evaluation on a held-out seed. About 18 minutes on 2 idle CPU cores once the data
+# folders exist (2026-12-02: 17.8 min in all, the fit 11 min, calibration on 96 scans), plus ~8
+# minutes of scan generation (960 benign training scans at ~2.3 scans/s).
 #
 #   scripts/build_default_anomaly_model.sh [OUT_ONNX]
 set -euo pipefail
