@@ -23,9 +23,9 @@ def _spec(arch: str, **params) -> ModelSpec:
     ).validate()
 
 
-def _fitted_patchcore(bank_size: int = 40):
+def _fitted_patchcore(bank_size: int = 40, **params):
     torch.manual_seed(0)
-    spec = _spec("anomaly_patchcore", memory_bank_size=bank_size)
+    spec = _spec("anomaly_patchcore", memory_bank_size=bank_size, **params)
     model = build_model(spec).eval()
     emb = model.embed(torch.rand(2, 3, 64, 96)).reshape(-1, model.features.dim)
     model.set_memory_bank(emb[greedy_coreset(emb, bank_size, proj_dim=32)])
@@ -80,9 +80,14 @@ def test_memory_bank_size_round_trips_through_spec_and_state_dict():
         wrong.load_state_dict(state)
 
 
-@pytest.mark.parametrize("arch", ["anomaly_patchcore", "anomaly_stfpm"])
+@pytest.mark.parametrize(
+    "arch", ["anomaly_patchcore", "anomaly_patchcore_replicate", "anomaly_stfpm"]
+)
 def test_torch_and_onnxruntime_agree_on_maps_and_scores(arch):
-    if arch == "anomaly_patchcore":
+    if arch == "anomaly_patchcore_replicate":
+        model, spec = _fitted_patchcore(padding="replicate")
+        arch = "anomaly_patchcore"
+    elif arch == "anomaly_patchcore":
         model, spec = _fitted_patchcore()
     else:
         torch.manual_seed(0)
@@ -102,6 +107,29 @@ def test_torch_and_onnxruntime_agree_on_maps_and_scores(arch):
     assert scores.shape == (3,)
     np.testing.assert_allclose(amap, tmap.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(scores, tscores.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["xray", "detector"])
+def test_replicate_padding_gives_border_patches_the_features_of_the_interior(backbone):
+    """A uniform region has one feature everywhere with edge padding; zero padding makes the
+    border patches differ (the tile grid a stitched cargo map would show)."""
+    x = torch.full((1, 3, 64, 96), 0.8)
+    spread = {}
+    for padding in ("zeros", "replicate"):
+        torch.manual_seed(0)
+        spec = _spec("anomaly_patchcore", backbone=backbone, padding=padding)
+        model = build_model(spec).eval()
+        with torch.no_grad():
+            f = model.features(x)[0]  # (D, h, w)
+        centre = f[:, f.shape[1] // 2, f.shape[2] // 2]
+        spread[padding] = float((f - centre[:, None, None]).norm(dim=0).max() / centre.norm())
+    assert spread["replicate"] < 1e-5
+    assert spread["zeros"] > 0.05
+
+
+def test_unknown_padding_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="arch_params.padding"):
+        build_model(_spec("anomaly_patchcore", padding="reflect"))
 
 
 def test_student_training_step_lowers_the_loss():

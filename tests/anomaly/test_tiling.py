@@ -57,21 +57,53 @@ def test_tiled_map_is_seamless_and_matches_the_whole_scan():
     assert r.score == pytest.approx(float(truth.max()), abs=0.03)
 
 
+def test_patchcore_with_edge_padding_stitches_a_uniform_scan_without_a_tile_grid():
+    """A real PatchCore: the bank holds the patches of a uniform grey scan (interior and
+    border alike); tiled over a larger uniform scan, the stitched map shows no tile grid with
+    edge padding, while zero padding makes the tile borders stand out."""
+    image = np.full((150, 420, 3), 170, np.uint8)
+    peak = {}
+    for padding in ("zeros", "replicate"):
+        torch.manual_seed(0)
+        spec = _spec("anomaly_patchcore", memory_bank_size=16, padding=padding)
+        model = build_model(spec).eval()
+        crop = torch.from_numpy(image[:64, :64].transpose(2, 0, 1)[None] / 255.0).float()
+        with torch.no_grad():
+            emb = model.features(crop)[0, :, 3, 3][None]  # one interior patch
+        model.set_memory_bank(emb)
+        r = score_scan(image, spec, torch_runner(model))
+        assert r.tiles > 1
+        peak[padding] = float(r.amap.max())
+    assert peak["replicate"] < 1e-3
+    assert peak["zeros"] > 100 * max(peak["replicate"], 1e-6)
+
+
 @pytest.mark.parametrize(
-    "located,scan_score",
-    [(False, "tile_max"), (False, "map_max"), (True, "tile_max")],
-    ids=["raw", "map_max", "location_normalised"],
+    "located,scan_score,padding",
+    [
+        (False, "tile_max", "zeros"),
+        (False, "map_max", "zeros"),
+        (False, "map_max", "replicate"),
+        (True, "tile_max", "zeros"),
+    ],
+    ids=["raw", "map_max", "map_max_replicate", "location_normalised"],
 )
-def test_torch_scan_scores_match_the_onnx_runtime_on_tiled_scans(tmp_path, located, scan_score):
+def test_torch_scan_scores_match_the_onnx_runtime_on_tiled_scans(
+    tmp_path, located, scan_score, padding
+):
     from xscan.anomaly.location import fit_location_normalization
     from xscan.export.onnx_export import export_checkpoint
     from xscan.runtime import load_model
 
     torch.manual_seed(0)
-    spec = _spec("anomaly_patchcore", memory_bank_size=64).replace(scan_score=scan_score)
+    spec = _spec("anomaly_patchcore", memory_bank_size=64, padding=padding).replace(
+        scan_score=scan_score
+    )
     model = build_model(spec).eval()
+    # benign crops of 12 scans: with 4, ordinary content at a scan's edge is as new to the bank
+    # as the dark block (with edge padding it outscored it)
     crops = torch.from_numpy(
-        np.stack([_smooth_scan(64, 64, s) for s in range(4)]).transpose(0, 3, 1, 2) / 255.0
+        np.stack([_smooth_scan(64, 64, s) for s in range(12)]).transpose(0, 3, 1, 2) / 255.0
     ).float()
     emb = model.embed(crops).reshape(-1, model.features.dim)
     model.set_memory_bank(emb[greedy_coreset(emb, 64, proj_dim=32)])

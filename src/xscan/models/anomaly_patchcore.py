@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "backbone_seed": 0,
     "map_stride": 8,
     "pool": 3,  # local neighbourhood aggregation (PatchCore's 3x3 average)
+    # "zeros" (the backbone's own) or "replicate": border handling of every convolution and of
+    # the neighbourhood average (see PatchFeatures)
+    "padding": "zeros",
     "memory_bank_size": 1,  # set by fitting; >= 1 so an unfitted model still builds
     "smooth_sigma": 1.0,  # in map pixels
 }
@@ -51,11 +54,40 @@ def arch_params(spec: ModelSpec) -> dict[str, Any]:
     p = {**DEFAULTS, **spec.arch_params}
     if int(p["memory_bank_size"]) < 1:
         raise ValueError("model.arch_params.memory_bank_size: expected >= 1")
+    if p["padding"] not in PADDINGS:
+        raise ValueError(
+            f"model.arch_params.padding: expected one of {list(PADDINGS)}, got {p['padding']!r}"
+        )
     return p
 
 
+PADDINGS = ("zeros", "replicate")
+
+
+def replicate_padding(module: nn.Module) -> nn.Module:
+    """Switch every padded ``Conv2d`` in ``module`` to edge (replicate) padding, in place.
+
+    With zero padding, a patch near the input's border sees a dark frame that no interior patch
+    sees: its features differ from the same content anywhere else, so the nearest benign patch
+    is far and every tile's border lights up (on a uniform region of a 2048x1024 cargo scan,
+    raw distance ~0.5 in the outer 3-4 map pixels of a tile against exactly 0 inside; the
+    in-graph smoothing spreads that over ~100 px, and the stitched scan shows the tile grid).
+    Edge padding continues the border pixels outwards, so a uniform region has the same
+    features up to the border. Weights are unchanged: padding mode is not a parameter.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and any(int(v) > 0 for v in m.padding):
+            m.padding_mode = "replicate"
+    return module
+
+
 class PatchFeatures(nn.Module):
-    """Backbone + local aggregation + resampling to one grid: ``(B, D, H/s, W/s)``."""
+    """Backbone + local aggregation + resampling to one grid: ``(B, D, H/s, W/s)``.
+
+    ``padding: replicate`` (see :func:`replicate_padding`) also averages each neighbourhood over
+    the pixels inside the input only (``count_include_pad=False``), so border patches are not
+    scaled down by the zeros outside.
+    """
 
     def __init__(self, spec: ModelSpec, p: dict[str, Any]) -> None:
         super().__init__()
@@ -68,6 +100,9 @@ class PatchFeatures(nn.Module):
             p["width"],
             p["backbone_seed"],
         )
+        self.edge_padding = p["padding"] == "replicate"
+        if self.edge_padding:
+            replicate_padding(self.backbone)
         self.map_stride = int(p["map_stride"])
         self.pool = int(p["pool"])
         self.dim = sum(self.backbone.channels)
@@ -82,7 +117,9 @@ class PatchFeatures(nn.Module):
         out = []
         for f, factor in zip(feats, self.factors, strict=True):
             if self.pool > 1:
-                f = nn.functional.avg_pool2d(f, self.pool, 1, self.pool // 2)
+                f = nn.functional.avg_pool2d(
+                    f, self.pool, 1, self.pool // 2, count_include_pad=not self.edge_padding
+                )
             out.append(resample_to(f, (h, w), factor))
         return torch.cat(out, dim=1)
 
