@@ -180,3 +180,56 @@ def test_location_normalised_training_calibrates_and_runs_in_the_runtime(tmp_pat
     pred = runtime.predict(scan)
     assert pred.image_score == pytest.approx(score, rel=1e-3, abs=1e-3)
     np.testing.assert_allclose(pred.anomaly_map, amap, rtol=1e-3, atol=2e-3)
+
+
+class _PatchesAsImages:
+    """A stand-in model whose 'image' ``(B, P, D)`` is its own patch embedding."""
+
+    bank = None
+
+    def eval(self):
+        return self
+
+    def embed(self, x):
+        return x
+
+    def set_memory_bank(self, bank):
+        self.bank = bank
+
+
+@pytest.mark.parametrize("sampling", ["random", "kcenter"])
+def test_kcenter_patch_sampling_brings_a_rare_benign_detail_into_the_bank(sampling):
+    """40 scans of 64 near-identical patches; one scan has a 3-patch detail (a spare wheel in an
+    empty container). Kept 4 patches per input and a 16-row coreset: the crop's k-center keeps
+    the detail, random sampling loses it, and the detail is then far from every bank row."""
+    import torch
+
+    from xscan.train.anomaly import fit_patchcore
+
+    rng = np.random.default_rng(0)
+    scans = []
+    for i in range(40):
+        x = 0.01 * rng.standard_normal((1, 64, 8)).astype(np.float32)
+        if i == 17:
+            x[0, 20:23] += 3.0 * np.eye(8, dtype=np.float32)[[1, 2, 3]]
+        scans.append(x)
+    model = _PatchesAsImages()
+    opts = {"patches_per_crop": 4, "patch_sampling": sampling}
+    opts |= {"memory_bank_size": 16, "coreset_proj_dim": 0}
+    fit = fit_patchcore(model, scans, opts, seed=0)
+    assert fit["patches"] == 160 and fit["memory_bank_size"] == 16
+    detail = torch.from_numpy(scans[17][0, 20:23])
+    nearest = torch.cdist(detail, model.bank).min(dim=1).values
+    if sampling == "kcenter":
+        assert float(nearest.max()) < 0.1
+    else:
+        assert float(nearest.max()) > 2.0
+
+
+def test_unknown_patch_sampling_is_refused_naming_the_option(tmp_path):
+    from xscan.train.anomaly import extra_options
+
+    d = _cfg(tmp_path).to_dict()
+    d["train"]["extra"]["patch_sampling"] = "stratified"
+    with pytest.raises(ValueError, match="patch_sampling"):
+        extra_options(config_from_dict(d, source="test"))
