@@ -27,16 +27,40 @@ def to_display_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
 
 
-def draw_prediction(image: np.ndarray, pred: Prediction, alpha: float = 0.45) -> np.ndarray:
-    """``(H, W, 3) uint8`` BGR: boxes with label and score; the anomaly map as a heat overlay;
-    a banner with the image score and the alarm decision."""
+# The heat scale of an anomaly map, in units of the normalised score around the alarm
+# threshold: transparent up to HEAT_BELOW units under it, full colour HEAT_ABOVE units over it.
+HEAT_BELOW = 2.0
+HEAT_ABOVE = 2.0
+
+
+def draw_heat(
+    out: np.ndarray, amap: np.ndarray, threshold: float, alpha: float, rgb: bool = False
+) -> np.ndarray:
+    """Blend a normalised anomaly map over ``out`` (BGR, or RGB with ``rgb``) on one scale
+    for every scan: from
+    ``threshold - HEAT_BELOW`` (transparent) to ``threshold + HEAT_ABOVE`` (full jet red at
+    opacity ``alpha``), so the same colour means the same score in every overlay and a benign
+    scan's own low-level structure is not stretched to the full colour range."""
+    m = np.asarray(amap, np.float32)
+    if m.shape != out.shape[:2]:
+        m = cv2.resize(m, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
+    lo = float(threshold) - HEAT_BELOW
+    u = np.clip((m - lo) / (HEAT_BELOW + HEAT_ABOVE), 0.0, 1.0)
+    heat = cv2.applyColorMap((u * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    if rgb:
+        heat = heat[:, :, ::-1]
+    w = (alpha * u)[:, :, None]
+    return (out * (1 - w) + heat * w + 0.5).astype(np.uint8)
+
+
+def draw_prediction(image: np.ndarray, pred: Prediction, alpha: float = 0.6) -> np.ndarray:
+    """``(H, W, 3) uint8`` BGR: boxes with label and score; the anomaly map as a heat overlay
+    (:func:`draw_heat`, around the alarm threshold); a banner with the image score and the
+    alarm decision."""
     out = to_display_bgr(image)
     h, w = out.shape[:2]
     if pred.anomaly_map is not None:
-        m = pred.anomaly_map
-        span = max(float(m.max() - m.min()), 1e-6)
-        heat = cv2.applyColorMap(((m - m.min()) / span * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        out = cv2.addWeighted(out, 1 - alpha, heat, alpha, 0)
+        out = draw_heat(out, pred.anomaly_map, pred.threshold, alpha)
     thick = max(1, round(min(h, w) / 300))
     for box, score, cls, label in zip(
         pred.boxes, pred.scores, pred.classes, pred.labels, strict=True

@@ -77,14 +77,13 @@ def draw_detections(
     return out
 
 
-def draw_heatmap(image: np.ndarray, amap: np.ndarray, vmax: float = 1.0) -> np.ndarray:
-    """Blend an anomaly map ``(h, w) float32`` (any resolution; 0..``vmax``) over ``image``."""
-    h, w = image.shape[:2]
-    m = cv2.resize(np.asarray(amap, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    m8 = (np.clip(m / max(vmax, 1e-6), 0.0, 1.0) * 255).astype(np.uint8)
-    heat = cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    alpha = (m8.astype(np.float32) / 255.0 * 0.6)[:, :, None]
-    return (image * (1 - alpha) + heat * alpha).astype(np.uint8)
+def draw_heatmap(image: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
+    """Blend a normalised anomaly map ``(h, w) float32`` (any resolution) over an RGB
+    ``image`` on the runtime's one scale around the alarm ``threshold``
+    (:func:`xscan.runtime.overlay.draw_heat`: the same colours as ``xscan predict``)."""
+    from xscan.runtime.overlay import draw_heat
+
+    return draw_heat(image, amap, threshold, alpha=0.6, rgb=True)
 
 
 def thumbnail(image: np.ndarray, max_side: int = 320) -> tuple[np.ndarray, float]:
@@ -119,8 +118,7 @@ def render_result(
     if max_side:
         img, scale = thumbnail(img, max_side)
     if anomaly_map is not None:
-        vmax = max(1.0, float(rec.get("threshold") or 1.0) * 2.0)
-        img = draw_heatmap(img, anomaly_map, vmax=vmax)
+        img = draw_heatmap(img, anomaly_map, float(rec.get("threshold") or 0.0))
     return draw_detections(img, rec.get("detections") or [], scale)
 
 
