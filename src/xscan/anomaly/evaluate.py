@@ -35,6 +35,7 @@ from xscan.anomaly.sources import LabelledScan, ScanRef
 from xscan.imageio import IMAGE_SUFFIXES, read_image
 from xscan.metrics.alarm import alarm_metrics
 from xscan.metrics.anomaly import aupro, pixel_auroc, write_overlay
+from xscan.runtime.overlay import HEAT_BELOW
 from xscan.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def _thumb(image: np.ndarray, max_side: int = 1024) -> np.ndarray:
 
 
 def _write_overlays(folder: Path, kept, spec: ModelSpec) -> None:
-    vmin = spec.alarm_threshold - 2.0 if spec.operating_points else None
+    vmin = spec.alarm_threshold - HEAT_BELOW if spec.operating_points else None
     for _, scan, amap in kept:
         lo = vmin if vmin is not None else float(np.quantile(amap, 0.5))
         hi = max(float(amap.max()), lo + 1e-3)
