@@ -64,6 +64,16 @@ def test_coreset_covers_clusters_and_is_seeded():
     assert torch.equal(idx, greedy_coreset(pts, 5, proj_dim=4, seed=3))
 
 
+def test_coreset_continues_from_rows_already_covered():
+    """With ``covered`` (one point of each of clusters 0-2 already in the bank) the two picks
+    are the two clusters the bank lacks, not a second point of a covered one."""
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(5, 8, generator=g) * 20
+    pts = (centres[:, None] + torch.randn(5, 100, 8, generator=g)).reshape(-1, 8)
+    idx = greedy_coreset(pts, 2, proj_dim=4, seed=3, covered=pts[[0, 100, 200]])
+    assert sorted((idx // 100).tolist()) == [3, 4]
+
+
 def test_memory_bank_size_round_trips_through_spec_and_state_dict():
     model, spec = _fitted_patchcore(40)
     state = model.state_dict()

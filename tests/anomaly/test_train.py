@@ -226,6 +226,43 @@ def test_kcenter_patch_sampling_brings_a_rare_benign_detail_into_the_bank(sampli
         assert float(nearest.max()) > 2.0
 
 
+@pytest.mark.parametrize("sampling", ["kcenter", "novelty"])
+def test_novelty_sampling_keeps_a_rare_detail_in_a_crop_busy_with_common_content(sampling):
+    """Every scan holds 10 common kinds of patch (more than the 4 kept per input); one scan
+    also holds a 3-patch detail close to one of them (distance 1.1, against 4.2 between the
+    common kinds). The crop's own k-center spends its 4 picks on common kinds and never reaches
+    the detail; novelty sampling's 2 extra picks per input, made against a reference (the first
+    5 scans) that already covers the common kinds, take the detail, and the first row added to
+    the bank after its coreset is the detail."""
+    import torch
+
+    from xscan.train.anomaly import fit_patchcore
+
+    rng = np.random.default_rng(0)
+    centres = 3.0 * np.eye(16, dtype=np.float32)[:10]
+    scans = []
+    for i in range(30):
+        x = centres[np.arange(64) % 10] + 0.01 * rng.standard_normal((64, 16)).astype(np.float32)
+        if i == 17:
+            x[20:23] = 2.5 * np.eye(16, dtype=np.float32)[0] + np.eye(16, dtype=np.float32)[12]
+        scans.append(x[None])
+    model = _PatchesAsImages()
+    opts = {"patches_per_crop": 4, "patch_sampling": sampling, "coreset_proj_dim": 0}
+    opts |= {"memory_bank_size": 16, "reference_scans": 5, "reference_size": 16}
+    opts |= {"novelty_per_crop": 2, "novelty_bank_size": 2}
+    fit = fit_patchcore(model, scans, opts, seed=0)
+    # 4 per input; with novelty 2 more per input once the 5 reference scans are in, of which
+    # 2 join the 16 coreset rows
+    assert fit["patches"] == (120 if sampling == "kcenter" else 120 + 25 * 2)
+    assert fit["memory_bank_size"] == (16 if sampling == "kcenter" else 18)
+    detail = torch.from_numpy(scans[17][0, 20:23])
+    nearest = torch.cdist(detail, model.bank).min(dim=1).values
+    if sampling == "novelty":
+        assert float(nearest.max()) < 0.1
+    else:
+        assert float(nearest.min()) > 1.0
+
+
 def test_unknown_patch_sampling_is_refused_naming_the_option(tmp_path):
     from xscan.train.anomaly import extra_options
 

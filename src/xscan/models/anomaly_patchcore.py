@@ -179,31 +179,49 @@ class PatchCore(nn.Module):
 
 
 def greedy_coreset(
-    embeddings: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0
+    embeddings: torch.Tensor,
+    n: int,
+    proj_dim: int = 128,
+    seed: int = 0,
+    covered: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Indices ``(n,) int64`` of a greedy k-center coreset of ``embeddings (M, D)``.
 
     Distances are computed on a seeded Johnson-Lindenstrauss random projection to
     ``proj_dim`` dimensions (as PatchCore does), which keeps selection fast and close to the
-    full-dimensional result. Each step adds the point farthest from the chosen set.
+    full-dimensional result. Each step adds the point farthest from the chosen set. With
+    ``covered (C, D)`` (rows already in the bank) the selection continues from them: the first
+    pick is the point farthest from ``covered``, and so on.
     """
     m = embeddings.shape[0]
     if n >= m:
         return torch.arange(m)
     g = torch.Generator().manual_seed(seed)
     x = embeddings.to(torch.float32)
+    proj = None
     if proj_dim and proj_dim < x.shape[1]:
         proj = torch.randn(x.shape[1], proj_dim, generator=g) / proj_dim**0.5
         x = x @ proj
     x = x.contiguous()
     sq = (x * x).sum(1)
-    start = int(torch.randint(m, (1,), generator=g))
     chosen = torch.empty(n, dtype=torch.long)
-    chosen[0] = start
-    # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c: one matrix-vector product per step, no (M, d)
-    # temporary (the selection is memory-bound on large banks)
-    min_d = sq + sq[start] - 2.0 * torch.mv(x, x[start])
-    for i in range(1, n):
+    if covered is not None and len(covered):
+        c = covered.to(torch.float32)
+        c = c @ proj if proj is not None else c
+        c_sq = (c * c).sum(1)
+        min_d = torch.empty(m)
+        for i in range(0, m, 8192):  # (8192, C) blocks: no (M, C) temporary
+            blk = torch.addmm(c_sq[None], x[i : i + 8192], c.t(), alpha=-2.0)
+            min_d[i : i + 8192] = sq[i : i + 8192] + blk.min(dim=1).values
+        first = 0
+    else:
+        start = int(torch.randint(m, (1,), generator=g))
+        chosen[0] = start
+        # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c: one matrix-vector product per step, no (M, d)
+        # temporary (the selection is memory-bound on large banks)
+        min_d = sq + sq[start] - 2.0 * torch.mv(x, x[start])
+        first = 1
+    for i in range(first, n):
         idx = int(torch.argmax(min_d))
         chosen[i] = idx
         torch.minimum(min_d, sq + sq[idx] - 2.0 * torch.mv(x, x[idx]), out=min_d)
