@@ -281,6 +281,15 @@ def fit_patchcore(model, crops: BenignCrops, opts: dict[str, Any], seed: int) ->
             time.perf_counter() - t0,
             bank.shape[0],
         )
+    elif novelty:
+        log.warning(
+            "patch_sampling: novelty added no rows: it needs more than reference_scans (%d) "
+            "training scans and patches_per_crop below a crop's patch count (got %d scans, "
+            "patches_per_crop %d); the bank is the k-center coreset alone",
+            ref_scans,
+            n_scans,
+            keep,
+        )
     model.set_memory_bank(bank)
     return {"inputs": n_inputs, "patches": n_patches, "memory_bank_size": int(bank.shape[0])}
 
