@@ -145,6 +145,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads")
+    ap.add_argument(
+        "--score-threads",
+        type=int,
+        default=None,
+        help="ORT intra-op threads of the xscan score runs only (default: --threads); "
+        "1 leaves a core to decoding while model-only keeps --threads",
+    )
     ap.add_argument("--rss-sizes", default="1000,20000")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "xscan-bench-score"))
@@ -167,8 +174,11 @@ def main() -> None:
     for p in files:
         os.symlink(p.resolve(), folder / p.name)
     model = load_model(model_path, threads=args.threads)
+    score_threads = args.score_threads if args.score_threads is not None else args.threads
     print(f"loadavg before: {Path('/proc/loadavg').read_text().strip()}")
     print(f"model: {model_path} ({model_kind}), input {model.spec.input_size}")
+    print(f"onnxruntime threads: model-only {args.threads or 'default'}, "
+          f"xscan score {score_threads or 'default'}")  # fmt: skip
     print(f"folder: {len(files)} images, {folder_kind}")
     # Rounds alternate the three methods so that load from other processes on a shared
     # machine falls on all of them alike; medians are reported.
@@ -178,11 +188,11 @@ def main() -> None:
     for r in range(args.rounds):
         res["model"].append(model_only(model, prepared, args.batch_size))
         e2e, session = end_to_end(model_path, folder, work / "run_e2e", args.batch_size,
-                                  args.workers, args.threads)  # fmt: skip
+                                  args.workers, score_threads)  # fmt: skip
         res["e2e"].append(e2e)
         sessions.append(session)
         e2e, session = end_to_end(model_path, folder, work / "run_e2e_full", args.batch_size,
-                                  args.workers, args.threads, full_decode=True)  # fmt: skip
+                                  args.workers, score_threads, full_decode=True)  # fmt: skip
         res["e2e_full"].append(e2e)
         sessions_full.append(session)
         res["naive"].append(naive_loop(model, files, work / "naive.jsonl"))
