@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rebuild the default cargo anomaly model models/xscan-anomaly-cargo.onnx (and its model card)
 # from nothing but this repository: synthetic cargo scans, benign-only training, calibration,
-# export, evaluation on held-out seeds. About 37 minutes on 2 idle CPU cores once the data
-# folders exist (2026-12-02: training 21 min, the fit 17 min of it and calibration on 96 scans;
-# evaluation ~6.5 min per 240-scan set, 2 min for the 60), plus ~8 minutes of scan generation
-# (960 benign training scans at ~3.3 scans/s, each 240-scan set in ~80 s).
+# export, evaluation on held-out seeds. About 37-40 minutes on 2 idle CPU cores once the data
+# folders exist (2026-12-02: training 21-24 min, the fit 16-17 min of it, and calibration on
+# 96 scans; evaluation ~6.5 min per 240-scan set, 2 min for the 60), plus ~8 minutes of scan
+# generation (960 benign training scans at ~3.3 scans/s, each 240-scan set in ~80 s).
+# Run twice on 2026-12-02, the weights came out bit for bit the same (sha256 61e3155a...).
 #
 #   scripts/build_default_anomaly_model.sh [OUT_ONNX]
 set -euo pipefail
