@@ -73,7 +73,15 @@ class TrainConfig:
     bf16_cpu: bool = False
     device: str = "auto"
     out_dir: str = "runs/train"
-    time_limit_min: float | None = None
+    time_limit_min: float | None = None  # hard stop, checked after every step
+    # Optimiser steps of the whole run: when set, replaces epochs x steps per epoch (the last
+    # epoch stops part-way) and the learning-rate schedule ends on that step.
+    steps: int | None = None
+    # Wall-clock minutes for the training steps and their validation passes: the run measures
+    # its speed over steps 5-35 and fixes `steps` to fit (replaces `epochs`; an explicit
+    # `steps` wins). The resolved config.yaml records the planned steps. See
+    # xscan.train.budget.
+    time_budget_min: float | None = None
     eval_every: int = 1
     log_every: int = 10
     threads: int | None = None

@@ -4,7 +4,7 @@ Stages, each printing what it did:
 
 1. synthesise two sets of baggage scans with ``xscan synth`` (training and new test scans);
 2. train a detector briefly (``xscan train configs/detect_baggage_synth.yaml``,
-   time-limited; skipped with ``--skip-train``);
+   within a time budget; skipped with ``--skip-train``);
 3. export it to ONNX (``xscan export``);
 4. score the new synthetic scans, and the real dev scans in
    ``../shared/data/xray-real-dev/sixray/images`` when that folder exists next to the
@@ -74,7 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="smaller everything (for tests)")
     p.add_argument("--skip-train", action="store_true", help="use the shipped default model")
-    p.add_argument("--train-minutes", type=float, default=None, help="training time limit")
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="training time budget: the run plans its steps to end within it",
+    )
     p.set_defaults(func=run)
 
 
@@ -152,8 +157,11 @@ class Demo:
             self.unavailable_stage(stage, "no synthetic training data")
             return None
         run_dir = self.out / "train"
-        args = ["train", str(config), "--out", str(run_dir), "--set",
-                f"train.time_limit_min={minutes}"]  # fmt: skip
+        # Plan the run to end (learning rate annealed) inside the minutes given; the limit
+        # stays as the hard stop.
+        args = ["train", str(config), "--out", str(run_dir),
+                "--set", f"train.time_budget_min={minutes * 0.95:g}",
+                "--set", f"train.time_limit_min={minutes}"]  # fmt: skip
         args += train_data_overrides(data)
         ok = self.xscan(stage, *args, log_name="train")
         ckpt = find_checkpoint(run_dir)

@@ -83,16 +83,17 @@ import sys
 sys.path.insert(0, {tests!r})
 from shapes_data import ShapesDataset, collate, tiny_config
 import xscan.train.main as m
-cfg = tiny_config({out!r}, epochs=1, threads=1)
+cfg = tiny_config({out!r}, epochs=1, threads=1, **{train!r})
 m.main(cfg, datasets=(ShapesDataset(32, seed=0), ShapesDataset(9, seed=1)), collate=collate)
 """
 
 
-@pytest.mark.slow
-def test_two_process_ddp_on_cpu(tmp_path):
+def _ddp_train(tmp_path, port: int, **train) -> Path:
     script = tmp_path / "ddp_train.py"
     out = tmp_path / "run"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
+    script.write_text(
+        DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out), train=train)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
         [
@@ -102,7 +103,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29561",
+            str(port),
             str(script),
         ],
         capture_output=True,
@@ -112,11 +113,28 @@ def test_two_process_ddp_on_cpu(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    out = _ddp_train(tmp_path, 29561)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # 32 samples over 2 ranks at batch 8: 2 steps per rank, 32 images in all.
     assert rows[0]["steps"] == 2
     assert json.loads((out / "summary.json").read_text())["images"] == 32
     assert load_checkpoint(out / "best.pt")["spec"].operating_points
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_a_time_budget_stops_every_rank_on_rank_0s_plan(tmp_path):
+    # Each rank times its own steps; rank 0's plan is broadcast, so both stop on the same
+    # step (a mismatch would hang the gradient all-reduce and time out).
+    out = _ddp_train(tmp_path, 29562, time_budget_min=0.3, warmup_epochs=20, eval_every=100)
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["time_budget_plan"]["steps"]
+    assert summary["steps"] == steps >= 35
+    assert load_checkpoint(out / "last.pt")["global_step"] == steps
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class StepContext:
     log_every: int = 10
     progress: bool = False
     channels_last: bool = False  # batches in NHWC, like the model (train.channels_last)
+    global_step: int = 0  # optimiser steps done in the whole run (advanced by each step)
+    stop_at_step: int | None = None  # the epoch ends when global_step reaches this
+    on_step: Callable[[int, float], None] | None = None  # (global_step, perf_counter) per step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +138,11 @@ def train_one_epoch(
                 n_images / max(now - start, 1e-9),
             )
         t_last = time.perf_counter()
+        ctx.global_step += 1
+        if ctx.on_step is not None:
+            ctx.on_step(ctx.global_step, t_last)
+        if ctx.stop_at_step is not None and ctx.global_step >= ctx.stop_at_step:
+            break  # the planned end of the run (train.steps or train.time_budget_min)
         if ctx.deadline is not None and time.monotonic() > ctx.deadline:
             stopped_early = True
             break

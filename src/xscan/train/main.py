@@ -26,6 +26,7 @@ from xscan.metrics.detection import json_safe
 from xscan.models import build_model
 from xscan.models.centernet_loss import build_criterion
 from xscan.train import distributed as D
+from xscan.train.budget import BudgetProbe, StepPlan
 from xscan.train.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from xscan.train.ema import ModelEMA
 from xscan.train.engine import StepContext, evaluate, summary, train_one_epoch
@@ -159,6 +160,9 @@ class Run:
             ids = [info.device.index] if info.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, ids)
         self.start_epoch = 0
+        self.global_step = 0
+        self.plan: StepPlan | None = None
+        self.wall_seconds = 0.0
         self.best = -1.0
         self.history: list[dict[str, Any]] = []
 
@@ -173,13 +177,15 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": epoch,
+            "global_step": self.global_step,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "best_metric": self.best,
             "metrics": json_safe(metrics),
             "spec": self.spec,
             "config": self.cfg.to_dict(),
         }
 
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, steps_per_epoch: int) -> None:
         ckpt = load_checkpoint(path)
         self.model.load_state_dict(ckpt["model_raw"])
         if self.ema is not None and ckpt.get("ema"):
@@ -187,6 +193,10 @@ class Run:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch = int(ckpt["epoch"])
+        # Checkpoints written before step counting: whole epochs of `steps_per_epoch`.
+        self.global_step = int(ckpt.get("global_step", self.start_epoch * steps_per_epoch))
+        if ckpt.get("plan"):
+            self.plan = StepPlan(**ckpt["plan"])
         self.best = float(ckpt.get("best_metric", -1.0))
         log.info("resumed from %s after epoch %d", path, self.start_epoch)
 
@@ -225,17 +235,23 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
     run = Run(cfg, info, out)
     run.datasets_from_config = datasets is None
     run.has_val = val_loader is not None
-    steps = len(train_loader)
-    if steps == 0:
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
         raise ValueError(f"{cfg.source}: data: fewer training samples than one batch")
+    total_steps = _fixed_steps(cfg, steps_per_epoch)
     run.scheduler = build_scheduler(
         run.optimizer,
-        steps * cfg.train.epochs,
-        int(round(cfg.train.warmup_epochs * steps)),
+        total_steps or PROVISIONAL_STEPS,
+        int(round(cfg.train.warmup_epochs * steps_per_epoch)),
         float(cfg.train.extra.get("min_lr_factor", 0.05)),
     )
     if resume:
-        run.resume(resume)
+        run.resume(resume, steps_per_epoch)
+        if run.plan is not None and total_steps is None:
+            total_steps = cfg.train.steps = run.plan.steps
+            if info.is_main:
+                save_resolved(cfg, out / "config.yaml")
+    start = time.perf_counter()
     amp_dtype, scaler = _precision(cfg, info.device)
     deadline = (
         time.monotonic() + cfg.train.time_limit_min * 60 if cfg.train.time_limit_min else None
@@ -250,19 +266,26 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
         cfg.train.log_every,
         progress=info.is_main and sys.stderr.isatty(),
         channels_last=cfg.train.channels_last,
+        global_step=run.global_step,
+        stop_at_step=total_steps,
     )
+    if total_steps is None:  # a time budget: plan the steps after a short speed probe
+        ctx.on_step = _budget_probe(cfg, run, ctx, start, steps_per_epoch, val_loader).step_done
     writer = _tensorboard(out) if info.is_main else None
     totals = {"images": 0, "seconds": 0.0, "data_seconds": 0.0, "cpu_seconds": 0.0}
-    for epoch in range(run.start_epoch, cfg.train.epochs):
+    epoch = run.start_epoch
+    while ctx.stop_at_step is None or ctx.global_step < ctx.stop_at_step:
         _seed_epoch(cfg.seed, epoch, train_loader)
         stats = train_one_epoch(
             run.train_model, run.criterion, train_loader, run.optimizer, run.scheduler, ctx, epoch
         )
+        run.global_step = ctx.global_step
         totals["images"] += stats["images"] * info.world_size
         totals["seconds"] += stats["seconds"]
         totals["cpu_seconds"] += stats["cpu_seconds"]
         totals["data_seconds"] += stats["data_wait_share"] * stats["seconds"]
-        last = epoch + 1 == cfg.train.epochs or stats["stopped_early"]
+        planned_end = ctx.stop_at_step is not None and ctx.global_step >= ctx.stop_at_step
+        last = planned_end or stats["stopped_early"]
         metrics = {}
         if (
             info.is_main
@@ -281,6 +304,8 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
                 epoch,
             )
             break
+        epoch += 1
+    run.wall_seconds = time.perf_counter() - start
     if writer is not None:
         writer.close()
     result = {}
@@ -288,6 +313,65 @@ def _train(cfg, info, out, resume, datasets, collate) -> dict[str, Any]:
         result = _finish(run, totals, val_loader)
     D.barrier(info)
     return result
+
+
+PROVISIONAL_STEPS = 10**9  # the schedule's length until a time budget is planned
+
+
+def _fixed_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int | None:
+    """The run's optimiser steps when the config fixes them (``train.steps``, else ``epochs``);
+    ``None`` when ``train.time_budget_min`` is to decide."""
+    t = cfg.train
+    if t.steps is not None:
+        if t.steps < 1:
+            raise ValueError(f"{cfg.source}: train.steps must be at least 1, got {t.steps}")
+        return int(t.steps)
+    if t.time_budget_min is not None:
+        if t.time_budget_min <= 0:
+            raise ValueError(
+                f"{cfg.source}: train.time_budget_min must be positive, got {t.time_budget_min}"
+            )
+        return None
+    if t.epochs < 1:
+        raise ValueError(f"{cfg.source}: train.epochs must be at least 1, got {t.epochs}")
+    return steps_per_epoch * t.epochs
+
+
+def _budget_probe(cfg, run: Run, ctx: StepContext, start: float, steps_per_epoch, val_loader):
+    """A :class:`BudgetProbe` that, once it has planned, sets the schedule's length and the
+    context's last step, and records the plan in the run and its resolved config."""
+
+    def on_plan(plan: StepPlan) -> None:
+        plan.steps = D.broadcast_int(plan.steps, run.info)  # every rank stops together
+        for fn in run.scheduler.lr_lambdas:
+            fn.total_steps = plan.steps
+        ctx.stop_at_step = plan.steps
+        run.plan = plan
+        if run.info.is_main:
+            cfg.train.steps = plan.steps
+            save_resolved(cfg, run.out / "config.yaml")
+
+    # Plan before the cosine starts, so that the budgeted run and its repeat with
+    # `train.steps` see the same learning rates (warm-up rates do not depend on the length).
+    warmup_steps = run.scheduler.lr_lambdas[0].warmup_steps
+    probe = min(BudgetProbe.PROBE, warmup_steps - BudgetProbe.WARM)
+    if probe < 10:
+        probe = BudgetProbe.PROBE
+        log.warning(
+            "train.warmup_epochs covers %d steps, fewer than the time-budget probe's %d: "
+            "repeating this run with --set train.steps will not be bit-exact",
+            warmup_steps,
+            BudgetProbe.WARM + probe,
+        )
+    return BudgetProbe(
+        cfg.train.time_budget_min * 60,
+        start,
+        steps_per_epoch,
+        cfg.train.eval_every,
+        len(val_loader) if val_loader is not None and run.info.is_main else 0,
+        on_plan,
+        probe=probe,
+    )
 
 
 def _seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
@@ -373,8 +457,13 @@ def _finish(run: Run, totals: dict[str, float], val_loader) -> dict[str, Any]:
         "images_per_s": totals["images"] / max(totals["seconds"], 1e-9),
         "data_wait_share": totals["data_seconds"] / max(totals["seconds"], 1e-9),
         "epochs": len(run.history),
+        "steps": run.global_step,
         "best_epoch": int(best["epoch"]),
+        # wall clock of the epoch loop: training steps and validation passes
+        "train_and_val_seconds": round(run.wall_seconds, 1),
     }
+    if run.plan is not None:
+        result["time_budget_plan"] = run.plan.to_dict()
     spec = best["spec"]
     if val_loader is not None:
         metrics = evaluate(model, val_loader, spec, run.info.device, cfg.eval.far_targets)
