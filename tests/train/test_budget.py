@@ -66,6 +66,15 @@ def test_probe_plans_once_from_the_timed_steps():
     assert plan.steps == 90
 
 
+def test_probe_of_a_resumed_run_counts_from_its_first_step():
+    plans = []
+    probe = BudgetProbe(100.0, 0.0, 40, 1, 0, plans.append, warm=2, probe=4)
+    for step in range(51, 60):  # resumed after 50 steps, before a plan was made
+        probe.step_done(step, float(step - 50))
+    assert len(plans) == 1 and plans[0].planned_at_step == 56
+    assert plans[0].seconds_per_step == pytest.approx(1.0)
+
+
 class _SteadyClock(BudgetProbe):
     """The probe on a simulated clock: 2 s to start, then 0.1 s per step."""
 

@@ -112,6 +112,8 @@ class BudgetProbe:
 
     ``step_done(global_step, now)`` is called after every optimiser step with the number of
     steps done so far and ``time.perf_counter()``; ``start`` is the run's start on that clock.
+    Steps count from this process's first one, so a run resumed before it had planned plans
+    too.
     """
 
     WARM, PROBE = 5, 30
@@ -133,14 +135,17 @@ class BudgetProbe:
         self.on_plan = on_plan
         self.warm, self.probe = int(warm), int(probe)
         self._t0: float | None = None
+        self._base: int | None = None  # steps done before this process (a resumed run)
         self.plan: StepPlan | None = None
 
     def step_done(self, global_step: int, now: float) -> None:
         if self.plan is not None:
             return
-        if global_step == self.warm:
+        if self._base is None:
+            self._base = global_step - 1
+        if global_step == self._base + self.warm:
             self._t0 = now
-        elif self._t0 is not None and global_step == self.warm + self.probe:
+        elif self._t0 is not None and global_step == self._base + self.warm + self.probe:
             self.plan = plan_steps(
                 budget_s=self.budget_s,
                 elapsed_s=now - self.start,
