@@ -6,8 +6,9 @@ by ``train.time_limit_min`` before the learning rate has annealed. A budgeted ru
 measures its own speed over a short probe early in the first epoch, while the learning rate is
 still warming up, and fixes the number of optimiser steps so that the training steps and the
 validation passes end within the budget; the cosine schedule then ends exactly on the last
-step (the budgeted-training idea of Li et al., ICLR 2020; Ultralytics' ``time=`` re-plans
-epochs the same way after its first epoch).
+step (the budgeted-training idea of Li et al., ICLR 2020). Ultralytics' ``time=`` instead
+re-plans its epoch count and schedule from the mean epoch time after every epoch; planning
+once keeps the schedule fixed, so the run can be repeated exactly.
 
 The plan is written into the run's resolved ``config.yaml`` as ``train.steps``, so the same
 command with that file repeats the run exactly; two budgeted runs on one machine may differ
@@ -50,9 +51,7 @@ class StepPlan:
 def count_eval_passes(total_steps: int, steps_per_epoch: int, eval_every: int) -> int:
     """Validation passes of a run of ``total_steps``: every ``eval_every`` epochs and after the
     last (possibly partial) epoch."""
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    every = max(1, int(eval_every))
-    return epochs // every + (1 if epochs % every else 0)
+    return math.ceil(math.ceil(total_steps / steps_per_epoch) / max(1, int(eval_every)))
 
 
 def plan_steps(
@@ -81,9 +80,7 @@ def plan_steps(
 
     def cost(total: int) -> float:
         passes = count_eval_passes(total, steps_per_epoch, eval_every) if eval_s else 0
-        new_epochs = math.ceil(total / steps_per_epoch) - math.ceil(
-            max(done_steps, 1) / steps_per_epoch
-        )
+        new_epochs = math.ceil(total / steps_per_epoch) - math.ceil(done_steps / steps_per_epoch)
         return (
             (total - done_steps) * seconds_per_step
             + passes * eval_s
