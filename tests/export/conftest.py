@@ -114,6 +114,20 @@ def labelled_folder(tiny_export, tmp_path_factory) -> Path:
     return write_labelled_folder(tiny_export.path, tmp_path_factory.mktemp("gate") / "gate")
 
 
+@pytest.fixture(scope="session")
+def bags_folder(labelled_folder, tmp_path_factory):
+    """An image-level set in the ``xray_real_dev`` CSV layout: the labelled folder's scans,
+    half of them marked as threat scans."""
+    out = tmp_path_factory.mktemp("bags") / "bags"
+    (out / "images").mkdir(parents=True)
+    lines = ["image,is_threat"]
+    for i, src in enumerate(sorted((labelled_folder / "images").glob("*.png"))):
+        (out / "images" / src.name).write_bytes(src.read_bytes())
+        lines.append(f"images/{src.name},{i % 2}")
+    (out / "labels.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
 def random_image(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -24,16 +24,17 @@ def _xscan(*args, cwd=None):
 
 
 @pytest.mark.slow
-def test_export_refuses_int8_past_the_gate(tiny_checkpoint, labelled_folder, tmp_path):
+def test_export_refuses_int8_past_the_gate(tiny_checkpoint, labelled_folder, bags_folder, tmp_path):
     out = tmp_path / "model.onnx"
     r = _xscan(
         "export", tiny_checkpoint, "--out", out, "--parity-images", "2",
-        "--int8", "--calib", labelled_folder, "--calib-count", "4",
-        "--gate-data", labelled_folder, "--max-ap50-drop", "-1",
+        "--int8", "--calib", labelled_folder, "--calib", bags_folder, "--calib-count", "4",
+        "--gate-data", labelled_folder, "--gate-bags", bags_folder, "--max-drop", "-1",
     )  # fmt: skip
     # An impossible tolerance: FP32 is written, INT8 is refused with the numbers, exit 3.
     assert r.returncode == 3, r.stderr
     assert "REFUSED" in r.stderr and "AP50 fp32" in r.stderr and "drop" in r.stderr
+    assert "detection rate at 5 % false alarms" in r.stderr and "6 benign scans" in r.stderr
     assert out.is_file() and not (tmp_path / "model.int8.onnx").exists()
     assert "parity:" in r.stdout
     card = json.loads((tmp_path / "model.card.json").read_text())

@@ -8,14 +8,16 @@ import onnx
 import pytest
 
 from xscan.export.commands import _int8, twin_path
-from xscan.export.gate import GateError, int8_gate, load_labelled
+from xscan.export.gate import GateError, image_scores, int8_gate, load_bags, load_labelled
 from xscan.export.quantize import (
     PRECISION_KEY,
     calibration_images,
+    calibration_set,
     float_body_nodes,
     quantize_int8,
     tail_nodes,
 )
+from xscan.metrics.alarm import auroc
 from xscan.runtime import load_model
 
 
@@ -50,17 +52,25 @@ def _quantised_weight_convs(m: onnx.ModelProto) -> dict[str, bool]:
     return {n.name: n.input[1] in from_dq for n in m.graph.node if n.op_type == "Conv"}
 
 
-def test_int8_keeps_the_hardswish_backbone_fp32_and_quantises_fpn_and_head(int8_path):
+def test_int8_keeps_backbone_and_fpn_laterals_fp32_and_quantises_the_rest(int8_path):
     m = onnx.load(str(int8_path))
     convs = _quantised_weight_convs(m)
     backbone = {k: v for k, v in convs.items() if "/backbone/" in k}
+    lateral = {k: v for k, v in convs.items() if "/fpn/inner_blocks" in k}
     fpn_head = {
         k: v
         for k, v in convs.items()
-        if "/fpn/" in k or "_tower" in k  # not the output convs
+        if "/fpn/layer_blocks" in k or "_tower" in k  # not the output convs
     }
     assert backbone and not any(backbone.values()), "backbone convolutions must stay FP32"
-    assert fpn_head and all(fpn_head.values()), "FPN and head-tower convolutions are int8"
+    assert len(lateral) == 3 and not any(lateral.values()), "FPN lateral 1x1 convs stay FP32"
+    assert fpn_head and all(fpn_head.values()), "FPN output and head-tower convs are int8"
+    # the top-down path (resize, add) runs in float: none of it reads a DequantizeLinear
+    from_dq_out = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    top_down = [
+        n for n in m.graph.node if n.name.startswith(("/model/fpn/Resize", "/model/fpn/Add"))
+    ]
+    assert top_down and not any(from_dq_out & set(n.input) for n in top_down)
     outputs = {k: v for k, v in convs.items() if "/heatmap/" in k or "/ltrb/" in k}
     assert len(outputs) == 2 and not any(outputs.values()), "head output convolutions stay FP32"
     # no float-only activation sits between a DequantizeLinear and a QuantizeLinear
@@ -106,8 +116,68 @@ def test_gate_decides_by_the_measured_drop(tiny_export, int8_path, labelled_fold
     assert "AP50 fp32 100.00" in below.summary()
 
 
-def _args(calib, gate):
-    return argparse.Namespace(calib=str(calib), calib_count=8, gate_data=str(gate), gate_count=None)
+def test_bag_gate_measures_detection_rate_at_the_default_far(
+    tiny_export, int8_path, labelled_folder, bags_folder
+):
+    report = int8_gate(
+        tiny_export.path, int8_path, max_drop=1.0, data=labelled_folder, bags=bags_folder
+    )
+    b = report.bags
+    assert (b.n_images, b.n_threat, b.n_benign) == (12, 6, 6)
+    assert b.target_far == 0.05  # the spec's default operating point, far5
+    assert b.drop == pytest.approx(b.detection_rate_fp32 - b.detection_rate_int8)
+    # At 5 % of 6 benign scans no benign scan may alarm: each model's FAR is 0.
+    assert b.far_fp32 == 0.0 and b.far_int8 == 0.0
+    # The AUROC matches scores taken one scan at a time through the runtime.
+    records, _ = load_bags(bags_folder)
+    threat = np.array([r.is_threat for r in records])
+    fp32 = load_model(tiny_export.path)
+    one_by_one = [fp32.predict(load_labelled_image(r)).image_score for r in records]
+    assert b.auroc_fp32 == pytest.approx(auroc(one_by_one, threat))
+    fp32_scores, int8_scores = image_scores([fp32, load_model(int8_path)], records)
+    assert b.auroc_int8 == pytest.approx(auroc(int8_scores, threat))
+    assert "detection rate at 5 % false alarms" in report.summary()
+    # passed only when both measures are within the allowed drop
+    tight = int8_gate(
+        tiny_export.path, int8_path, b.drop - 1e-3, data=labelled_folder, bags=bags_folder
+    )
+    assert not tight.bags.passed and not tight.passed
+
+
+def load_labelled_image(record):
+    from xscan.imageio import read_image
+
+    return read_image(record.image)
+
+
+def test_bag_gate_needs_threat_and_benign_scans(tmp_path, labelled_folder):
+    (tmp_path / "images").mkdir()
+    src = sorted((labelled_folder / "images").glob("*.png"))[0]
+    (tmp_path / "images" / src.name).write_bytes(src.read_bytes())
+    (tmp_path / "labels.csv").write_text(f"image,is_threat\nimages/{src.name},1\n")
+    with pytest.raises(ValueError, match="needs threat and benign scans; found 1 threat of 1"):
+        load_bags(tmp_path)
+
+
+def test_calibration_set_shares_the_count_between_folders(
+    tiny_export, labelled_folder, bags_folder
+):
+    spec = tiny_export.spec
+    both = calibration_set([labelled_folder, bags_folder], spec, limit=7)
+    assert len(both) == 7
+    first = calibration_images(labelled_folder, spec, limit=4)
+    assert all(np.array_equal(a, b) for a, b in zip(both[:4], first, strict=True))
+    assert len(calibration_set(labelled_folder, spec, limit=5)) == 5
+
+
+def _args(calib, gate, bags=None):
+    return argparse.Namespace(
+        calib=[str(calib)],
+        calib_count=8,
+        gate_data=str(gate),
+        gate_count=None,
+        gate_bags=str(bags) if bags else None,
+    )
 
 
 def test_int8_written_with_card_when_the_gate_passes(tiny_export, labelled_folder, tmp_path):
@@ -120,6 +190,22 @@ def test_int8_written_with_card_when_the_gate_passes(tiny_export, labelled_folde
     card = json.loads((tmp_path / "m.int8.card.json").read_text())
     assert card["export"]["precision"] == "int8" and card["int8_gate"]["passed"]
     assert "INT8 accuracy gate" in (tmp_path / "m.int8.card.md").read_text()
+
+
+def test_int8_card_and_refusal_carry_the_bag_measure(
+    tiny_export, labelled_folder, bags_folder, tmp_path
+):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(tiny_export.path.read_bytes())
+    args = _args(labelled_folder, labelled_folder, bags_folder)
+    _int8(out, tiny_export.spec, {}, args, 1.0, None)
+    card = json.loads((tmp_path / "m.int8.card.json").read_text())
+    bags = card["int8_gate"]["bags"]
+    assert bags["passed"] and (bags["n_threat"], bags["n_benign"]) == (6, 6)
+    assert "Bag level on 6 threat / 6 benign scans" in (tmp_path / "m.int8.card.md").read_text()
+    with pytest.raises(GateError, match=r"AP50 fp32 .*; detection rate at 5 % false alarms"):
+        _int8(out, tiny_export.spec, {}, args, -1.5, None)
+    assert not twin_path(out, "int8").exists()
 
 
 def test_int8_refused_leaves_no_file(tiny_export, labelled_folder, tmp_path):

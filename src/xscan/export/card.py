@@ -182,6 +182,19 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"false-alarm rate {_fmt(g['far_fp32'])} vs {_fmt(g['far_int8'])}.",
             "",
         ]
+        b = g.get("bags")
+        if b:
+            lines += [
+                f"Bag level on {b['n_threat']} threat / {b['n_benign']} benign scans "
+                f"({b['data']}): detection rate at {100 * b['target_far']:g} % false alarms "
+                f"(thresholds calibrated per model on these benign scans) FP32 "
+                f"{100 * b['detection_rate_fp32']:.2f} vs "
+                f"INT8 {100 * b['detection_rate_int8']:.2f}: drop {100 * b['drop']:.2f} points "
+                f"(allowed {100 * b['max_drop']:.2f}); "
+                f"{'passed' if b['passed'] else 'REFUSED'}. "
+                f"AUROC FP32 {b['auroc_fp32']:.4f} vs INT8 {b['auroc_int8']:.4f}.",
+                "",
+            ]
     lines += ["## Versions", "", *_table(card["versions"])]
     skip = ("metrics", "data", "training_data")
     other = {k: v for k, v in s["info"].items() if k not in skip}

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export a training checkpoint to ONNX. Image size, classes, modality, "
         "normalisation and thresholds come from the checkpoint's spec; the file carries them "
         "in its metadata. Every export passes a PyTorch-vs-onnxruntime parity gate; an INT8 "
-        "twin is written only if it passes the AP50 accuracy gate.",
+        "twin is written only if it passes the accuracy gate (AP50 on boxed scans and, with "
+        "--gate-bags, the detection rate at the default false-alarm rate on image-level "
+        "labelled scans). Exit status 3 when a gate refuses. See docs/export.md.",
     )
     p.add_argument("checkpoint", help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, help="output .onnx file (FP32)")
@@ -27,23 +29,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also write OUT.int8.onnx (static QDQ; a HardSwish/SE backbone stays FP32)",
+        help="also write OUT.int8.onnx (static QDQ; a HardSwish/SE backbone and the FPN's "
+        "lateral path stay FP32), if it passes the accuracy gate",
     )
-    p.add_argument("--calib", metavar="DIR", help="calibration images for --int8")
+    p.add_argument(
+        "--calib",
+        metavar="DIR",
+        action="append",
+        help="calibration images for --int8; repeat to mix folders (e.g. synthetic scans "
+        "and threat-image-projection scans on real backgrounds), shared evenly",
+    )
     p.add_argument("--calib-count", type=int, default=64, help="calibration images used")
+    p.add_argument(
+        "--calib-method",
+        choices=("minmax", "percentile", "entropy"),
+        default="minmax",
+        help="activation range calibration for --int8 (default minmax)",
+    )
     p.add_argument(
         "--gate-data",
         metavar="DIR",
         help="labelled xscan synth folder for the INT8 AP50 gate (default: the checkpoint "
         "config's test/val folder if present, else scans generated with a fixed seed)",
     )
-    p.add_argument("--gate-count", type=int, default=200, help="scans used by the INT8 gate")
+    p.add_argument("--gate-count", type=int, default=200, help="scans used by the AP50 gate")
+    p.add_argument(
+        "--gate-bags",
+        metavar="DATASET",
+        help="also gate INT8 on the bag-level detection rate at the default operating point's "
+        "false-alarm rate, on a dataset with image-level labels (any format xscan data reads, "
+        "e.g. a site's own threat and benign scans); thresholds are calibrated per model on "
+        "its benign scans",
+    )
+    p.add_argument("--gate-bags-format", metavar="KIND", help="reader for --gate-bags")
+    p.add_argument("--gate-bags-split", metavar="SPLIT", help="split of --gate-bags")
+    p.add_argument("--gate-bags-count", type=int, default=None, help="scans of --gate-bags")
     p.add_argument(
         "--max-ap50-drop",
+        "--max-drop",
+        dest="max_ap50_drop",
         type=float,
         default=None,
-        help="allowed AP50 loss of INT8, as a fraction (default: the checkpoint config's "
-        "export.int8_max_ap50_drop, else 0.01 = 1 point)",
+        help="allowed loss of INT8 in AP50 and in the bag-level detection rate, as a fraction "
+        "(default: the checkpoint config's export.int8_max_ap50_drop, else 0.01 = 1 point)",
     )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
@@ -166,14 +194,25 @@ def _manifest_size(folder: Path) -> tuple[int, int] | None:
 def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> None:
     from xscan.export.card import card_paths, write_card
     from xscan.export.gate import GateError, int8_gate
-    from xscan.export.quantize import INT8_RECIPE, calibration_images, quantize_int8
+    from xscan.export.quantize import calibration_set, int8_recipe, quantize_int8
 
     path = twin_path(out, "int8")
-    calib = calibration_images(args.calib, spec, limit=args.calib_count)
-    quantize_int8(out, path, calib)
+    folders = [args.calib] if isinstance(args.calib, str) else list(args.calib)
+    calib = calibration_set(folders, spec, limit=args.calib_count)
+    method = getattr(args, "calib_method", "minmax")
+    quantize_int8(out, path, calib, method=method)
     try:
         gate = int8_gate(
-            out, path, max_drop, data=args.gate_data, size_hw=size_hw, limit=args.gate_count
+            out,
+            path,
+            max_drop,
+            data=args.gate_data,
+            size_hw=size_hw,
+            limit=args.gate_count,
+            bags=getattr(args, "gate_bags", None),
+            bags_format=getattr(args, "gate_bags_format", None),
+            bags_split=getattr(args, "gate_bags_split", None),
+            bags_limit=getattr(args, "gate_bags_count", None),
         )
     except BaseException:
         path.unlink(missing_ok=True)
@@ -186,8 +225,8 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
     int8_settings = {
         **settings,
         "precision": "int8",
-        "quantization": INT8_RECIPE,
-        "calibration": f"{len(calib)} images from {args.calib}",
+        "quantization": int8_recipe(method),
+        "calibration": f"{len(calib)} images from {', '.join(folders)}",
     }
     md, _ = write_card(path, spec, int8_settings, None, gate.to_dict())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), card {md}")

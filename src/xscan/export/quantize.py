@@ -9,9 +9,13 @@ head's output convolutions stay FP32, so logits, scores and boxes keep full prec
 does the part of the network up to its last HardSwish / squeeze-excitation block (a
 MobileNetV3 backbone): onnxruntime has no int8 kernels for those activations, and the
 DequantizeLinear/QuantizeLinear pairs and layout transposes around them cost more than its
-int8 depthwise and 1x1 convolutions save; the FPN and head (dense 3x3 convolutions with
-ReLU, most of the FLOPs) are quantised. A network without such activations is quantised
-whole.
+int8 depthwise and 1x1 convolutions save. So does the FPN's lateral path (its 1x1 inner
+convolutions and the top-down resize-and-add): it reads the backbone's residual sums, signed
+and long-tailed, whose 8-bit ranges are too coarse (on real SIXray scans quantising it cost
+the shipped detector 1-4 points of detection rate at 5 % false alarms, keeping it in float
+costs no speed; docs/benchmarks.md, "Runtime"). The FPN's 3x3 output convolution and the
+head towers (dense 3x3 convolutions after ReLU, most of the FLOPs) are quantised. A network
+without HardSwish-style activations is quantised whole but for the lateral path.
 
 FP16 (for GPUs): ``onnxruntime.transformers.float16.convert_float_to_float16`` with FP32 IO
 (``keep_io_types``) and the same tail kept in FP32.
@@ -38,8 +42,21 @@ log = logging.getLogger(__name__)
 PRECISION_KEY = "xscan.precision"
 INT8_RECIPE = (
     "static QDQ, per-channel, activations uint8, weights int8, MinMax calibration; FP32: "
-    "decode tail, head output convolutions, and the network up to its last HardSwish/SE block"
+    "decode tail, head output convolutions, the network up to its last HardSwish/SE block, "
+    "and the FPN's lateral path (inner 1x1 convolutions, top-down resize and add)"
 )
+METHOD_NAMES = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def int8_recipe(method: str = "minmax") -> str:
+    """:data:`INT8_RECIPE` with the calibration method used."""
+    return INT8_RECIPE.replace("MinMax", METHOD_NAMES.get(method, method))
+
+
+# Node-name prefixes of the FPN's lateral path in an exported CenterNet (torchvision's
+# FeaturePyramidNetwork under the module name ``fpn``): the inner 1x1 convolutions and the
+# top-down Resize/Add. Names come from the module tree, so they are stable across exports.
+LATERAL_PREFIXES = ("/model/fpn/inner_blocks", "/model/fpn/Resize", "/model/fpn/Add")
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
@@ -115,6 +132,23 @@ def calibration_images(
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
     pick = sorted(rng.choice(len(files), min(limit, len(files)), replace=False))
     return [read_image(files[i]) for i in pick]
+
+
+def calibration_set(
+    folders: list[str | Path] | str | Path, spec: ModelSpec, limit: int = 64, seed: int = 0
+) -> list[np.ndarray]:
+    """:func:`calibration_images` from one or more folders, ``limit`` images in all, shared
+    evenly between them (e.g. synthetic scans and real-background scans: the ranges then
+    cover both the training domain and the site's)."""
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    if not folders:
+        raise ValueError("INT8 calibration needs at least one folder")
+    images: list[np.ndarray] = []
+    for i, folder in enumerate(folders):
+        share = limit // len(folders) + (1 if i < limit % len(folders) else 0)
+        images += calibration_images(folder, spec, limit=share, seed=seed)
+    return images
 
 
 class _Reader:
@@ -195,15 +229,31 @@ def quantize_int8(
     calib: list[np.ndarray],
     keep_tail: bool = True,
     keep_body: bool = True,
+    keep_lateral: bool = True,
+    method: str = "minmax",
+    float_prefixes: tuple[str, ...] = (),
 ) -> Path:
     """Static QDQ INT8 (per-channel, uint8 activations / int8 weights) of ``fp32_path``,
-    calibrated (MinMax) on ``calib`` images. FP32 stay: the decode tail and the head's
-    output convolutions (``keep_tail``, :func:`tail_nodes`) and the part of the network up
-    to its last HardSwish/squeeze-excitation (``keep_body``, :func:`float_body_nodes`), which
-    runs slower in int8 than in FP32 on the CPU. The spec metadata is carried over."""
+    calibrated on ``calib`` images (``method``: ``minmax``, the default, ``percentile`` or
+    ``entropy``). FP32 stay: the decode tail and the head's output convolutions
+    (``keep_tail``, :func:`tail_nodes`), the part of the network up to its last
+    HardSwish/squeeze-excitation (``keep_body``, :func:`float_body_nodes`), which runs slower
+    in int8 than in FP32 on the CPU, and the FPN's lateral path (``keep_lateral``,
+    :data:`LATERAL_PREFIXES`), and any node whose name starts with one of
+    ``float_prefixes`` (for sensitivity studies: ``benchmarks/bench_int8_variants.py``).
+    The spec metadata is carried over."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if method not in methods:
+        raise ValueError(
+            f"INT8 calibration method: expected one of {list(methods)}, got {method!r}"
+        )
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path))
     spec = get_spec(model, str(fp32_path))
@@ -222,6 +272,9 @@ def quantize_int8(
         exclude = set(tail_nodes(pre_model)) if keep_tail else set()
         if keep_body:
             exclude.update(float_body_nodes(pre_model))
+        prefixes = tuple(float_prefixes) + (LATERAL_PREFIXES if keep_lateral else ())
+        if prefixes:
+            exclude.update(n.name for n in pre_model.graph.node if n.name.startswith(prefixes))
         quantize_static(
             str(pre),
             str(out_path),
@@ -230,7 +283,7 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=methods[method],
             nodes_to_exclude=sorted(exclude),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
