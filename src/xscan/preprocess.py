@@ -140,9 +140,39 @@ def letterbox(
 
 def prepare(image: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, LetterboxInfo]:
     """Decoded image -> network input ``(C, H, W) float32`` in [0, 1] and its letterbox info."""
+    direct = _prepare_unscaled(image, spec)
+    if direct is not None:
+        return direct
     x = to_modality(image, spec.modality)
     x, info = letterbox(x, spec.input_size, spec.pad_value, spec.resize)
     return np.ascontiguousarray(x.transpose(2, 0, 1)), info
+
+
+def _prepare_unscaled(
+    image: np.ndarray, spec: ModelSpec
+) -> tuple[np.ndarray, LetterboxInfo] | None:
+    """:func:`prepare` of an 8- or 16-bit false-colour (RGB or grayscale) image that needs no
+    resizing, in one pass: the integers are scaled straight into the padded ``(C, H, W)``
+    input, the same float32 operation as :func:`to_unit_float`, so the result is identical
+    (the general path makes three full-size float copies: conversion, padding, transpose).
+    ``None`` when the image does not qualify."""
+    if spec.modality != "false_color" or image.dtype not in (np.uint8, np.uint16):
+        return None
+    if image.ndim == 2:
+        src = image[None]  # replicated to three channels by broadcasting
+    elif image.ndim == 3 and image.shape[2] == 3:
+        src = image.transpose(2, 0, 1)
+    else:
+        return None
+    h, w = image.shape[:2]
+    if h == 0 or w == 0 or fit_size(h, w, spec) != (w, h):
+        return None
+    th, tw = spec.input_size
+    out = np.full((3, th, tw), spec.pad_value, np.float32)
+    x0, y0 = (tw - w) // 2, (th - h) // 2
+    scale = np.float32(1.0 / 255.0 if image.dtype == np.uint8 else 1.0 / 65535.0)
+    np.multiply(src, scale, out=out[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
+    return out, LetterboxInfo(1.0, 1.0, float(x0), float(y0), h, w)
 
 
 def fit_size(h: int, w: int, spec: ModelSpec) -> tuple[int, int]:
