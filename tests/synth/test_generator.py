@@ -181,3 +181,43 @@ def _pad(mask: np.ndarray, shape: tuple[int, int], x: int, y: int) -> np.ndarray
     h, w = min(mask.shape[0], shape[0] - y), min(mask.shape[1], shape[1] - x)
     out[y : y + h, x : x + w] = mask[:h, :w]
     return out
+
+
+def test_threats_per_scan_sets_the_number_of_placed_threats():
+    # The default draw (1-3, mostly 1) is untouched by the option's existence.
+    default = [generate_scan("baggage", SIZE, s, SynthOptions(with_threat=True)) for s in range(8)]
+    again = [
+        generate_scan("baggage", SIZE, s, SynthOptions(with_threat=True, threats_per_scan=None))
+        for s in range(8)
+    ]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(default, again, strict=True))
+    dense = [
+        generate_scan("baggage", SIZE, s, SynthOptions(with_threat=True, threats_per_scan=(4, 4)))
+        for s in range(8)
+    ]
+    n_default = [sum(o.is_threat for o in s.objects) for s in default]
+    n_dense = [sum(o.is_threat for o in s.objects) for s in dense]
+    # four placed per scan; a threat hidden past the occlusion threshold is not annotated
+    assert all(1 <= n <= 4 for n in n_dense) and sum(n_dense) > sum(n_default)
+    assert sum(n_dense) >= 0.75 * 4 * len(dense)
+    for s in dense:
+        _check_objects(s)
+
+
+@pytest.mark.parametrize("bad", [(0, 2), (3, 2), (1, 9)])
+def test_threats_per_scan_is_validated(bad):
+    with pytest.raises(ValueError, match="threats per scan"):
+        generate_scan("baggage", SIZE, 0, SynthOptions(threats_per_scan=bad))
+
+
+def test_threats_per_scan_on_the_command_line_and_in_the_manifest(tmp_path, capsys):
+    from xscan.cli import main
+
+    out = tmp_path / "dense"
+    assert main(["synth", "--n", "3", "--size", "96x96", "--threat-fraction", "1",
+                 "--threats-per-scan", "2-3", "--out", str(out)]) == 0  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["arguments"]["threats_per_scan"] == "2-3"
+    rc = main(["synth", "--n", "1", "--threats-per-scan", "two", "--out", str(tmp_path / "x")])
+    assert rc != 0
+    assert "--threats-per-scan: expected MIN-MAX such as 2-4, got 'two'" in capsys.readouterr().err

@@ -590,10 +590,14 @@ def build_baggage(
     with_threat: bool,
     clutter: str = "medium",
     annotate_benign: bool = True,
+    threats_per_scan: tuple[int, int] | None = None,
 ) -> Scene:
     """A baggage scene of ``size_hw`` pixels; threats only when ``with_threat``.
 
-    The bag (55–78 cm long) fills most of the image at any size; ``pixel_cm`` follows.
+    The bag (55–78 cm long) fills most of the image at any size; ``pixel_cm`` follows. A
+    threat scan holds 1 threat (60 %), 2 (33 %) or 3 (7 %), or, with ``threats_per_scan =
+    (lo, hi)``, a uniform draw from lo..hi (denser training scenes: more threat instances per
+    image for the same compute).
     """
     if clutter not in CLUTTER_ITEMS:
         raise ValueError(f"clutter: expected one of {sorted(CLUTTER_ITEMS)}, got {clutter!r}")
@@ -632,7 +636,10 @@ def build_baggage(
 
     _texture(scene, rng)
     if with_threat:
-        n = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
+        if threats_per_scan is None:
+            n = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
+        else:
+            n = int(rng.integers(threats_per_scan[0], threats_per_scan[1] + 1))
         for _ in range(n):
             cat = _pick(rng, BAGGAGE_THREATS, BAGGAGE_THREAT_WEIGHTS)
             shape = build_threat(cat, rng, pc)

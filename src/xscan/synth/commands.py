@@ -51,9 +51,29 @@ def register(subparsers) -> None:
         default=0.5,
         help="share of scans that carry a threat; the rest are clear (default: 0.5)",
     )
+    p.add_argument(
+        "--threats-per-scan",
+        metavar="MIN-MAX",
+        default=None,
+        help="baggage: threats in each threat scan, drawn uniformly from MIN..MAX (e.g. 2-4 for "
+        "denser training scenes; default: 1, 2 or 3, mostly 1)",
+    )
     p.add_argument("--clutter", default="medium", help="baggage clutter: low, medium or high")
     p.add_argument("--no-noise", action="store_true", help="ideal detector (no blur, noise, gain)")
     p.set_defaults(func=run)
+
+
+def parse_range(text: str | None, flag: str) -> tuple[int, int] | None:
+    """``"2-4"`` -> ``(2, 4)``; ``"3"`` -> ``(3, 3)``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in str(text).split("-")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ValueError(f"{flag}: expected MIN-MAX such as 2-4, got {text!r}")
+    return parts[0], parts[-1]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed: must be >= 0, got {args.seed}")
     options = SynthOptions(
-        threat_fraction=args.threat_fraction, clutter=args.clutter, noise=not args.no_noise
+        threat_fraction=args.threat_fraction,
+        clutter=args.clutter,
+        noise=not args.no_noise,
+        threats_per_scan=parse_range(args.threats_per_scan, "--threats-per-scan"),
     )
     t0 = time.perf_counter()
     manifest = write_dataset(

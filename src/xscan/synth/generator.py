@@ -37,17 +37,24 @@ _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 @dataclass(frozen=True)
 class SynthOptions:
     """Scene options. ``with_threat`` forces (True/False) or draws (None) a threat scan;
-    ``threat_fraction`` is the chance of a threat scan when drawn."""
+    ``threat_fraction`` is the chance of a threat scan when drawn. ``threats_per_scan``
+    ``(lo, hi)``: baggage threat scans hold a uniform lo..hi threats instead of the default
+    1-3 (mostly 1)."""
 
     threat_fraction: float = 0.5
     clutter: str = "medium"
     annotate_benign: bool = True
     noise: bool = True
     with_threat: bool | None = None
+    threats_per_scan: tuple[int, int] | None = None
 
     def validate(self) -> None:
         if not (0.0 <= self.threat_fraction <= 1.0) or math.isnan(self.threat_fraction):
             raise ValueError(f"threat fraction must be in [0, 1], got {self.threat_fraction}")
+        if self.threats_per_scan is not None:
+            lo, hi = self.threats_per_scan
+            if not (1 <= lo <= hi <= 8):
+                raise ValueError(f"threats per scan: expected 1 <= MIN <= MAX <= 8, got {lo}-{hi}")
         if self.clutter not in CLUTTER_LEVELS:
             raise ValueError(
                 f"clutter must be one of {', '.join(CLUTTER_LEVELS)}, got {self.clutter!r}"
@@ -135,7 +142,14 @@ def generate_scan(
     )
     for _ in range(8):  # a threat scan whose threats all fell out of view is drawn again
         if kind == "baggage":
-            scene = build_baggage(rng, (h, w), with_threat, opts.clutter, opts.annotate_benign)
+            scene = build_baggage(
+                rng,
+                (h, w),
+                with_threat,
+                opts.clutter,
+                opts.annotate_benign,
+                tuple(opts.threats_per_scan) if opts.threats_per_scan else None,
+            )
         else:
             scene = build_cargo(rng, (h, w), with_threat)
         objects = scene.annotate(_mu_eff(kind, scene.materials()), OCCLUSION_THRESHOLD[kind])
@@ -363,6 +377,9 @@ def write_dataset(
         "annotate_benign": options.annotate_benign,
         "noise": options.noise,
     }
+    if options.threats_per_scan is not None:
+        lo, hi = options.threats_per_scan
+        arguments["threats_per_scan"] = f"{lo}-{hi}"
     info = {
         "description": f"xscan synthetic {kind} scans",
         "version": GENERATOR_VERSION,
