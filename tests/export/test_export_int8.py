@@ -174,9 +174,13 @@ def _args(calib, gate, bags=None):
     return argparse.Namespace(
         calib=[str(calib)],
         calib_count=8,
+        calib_method="minmax",
         gate_data=str(gate),
         gate_count=None,
         gate_bags=str(bags) if bags else None,
+        gate_bags_format=None,
+        gate_bags_split=None,
+        gate_bags_count=None,
     )
 
 

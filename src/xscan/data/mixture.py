@@ -65,20 +65,9 @@ class OfflineSource:
         return self.get(int(rng.integers(len(self.records))))
 
 
-def _threats_range(value: Any) -> tuple[int, int] | None:
-    """``threats_per_scan`` of a synth source: ``[lo, hi]``, ``"lo-hi"`` or one number."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    from xscan.synth.commands import parse_range
-
-    return parse_range(str(value), "synth source threats_per_scan")
-
-
 class SynthSource:
     def __init__(self, params: dict[str, Any], spec: ModelSpec) -> None:
-        from xscan.synth.generator import SynthOptions
+        from xscan.synth.generator import SynthOptions, threats_range
 
         unknown = sorted(set(params) - SYNTH_KEYS)
         if unknown:
@@ -91,7 +80,9 @@ class SynthSource:
             threat_fraction=float(params.get("threat_fraction", 0.5)),
             clutter=params.get("clutter", "medium"),
             noise=bool(params.get("noise", True)),
-            threats_per_scan=_threats_range(params.get("threats_per_scan")),
+            threats_per_scan=threats_range(
+                params.get("threats_per_scan"), "synth source threats_per_scan"
+            ),
         )
         self.options.validate()
         self.modality = spec.modality

@@ -197,10 +197,9 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
     from xscan.export.quantize import calibration_set, int8_recipe, quantize_int8
 
     path = twin_path(out, "int8")
-    folders = [args.calib] if isinstance(args.calib, str) else list(args.calib)
+    folders = list(args.calib)
     calib = calibration_set(folders, spec, limit=args.calib_count)
-    method = getattr(args, "calib_method", "minmax")
-    quantize_int8(out, path, calib, method=method)
+    quantize_int8(out, path, calib, method=args.calib_method)
     try:
         gate = int8_gate(
             out,
@@ -209,10 +208,10 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
             data=args.gate_data,
             size_hw=size_hw,
             limit=args.gate_count,
-            bags=getattr(args, "gate_bags", None),
-            bags_format=getattr(args, "gate_bags_format", None),
-            bags_split=getattr(args, "gate_bags_split", None),
-            bags_limit=getattr(args, "gate_bags_count", None),
+            bags=args.gate_bags,
+            bags_format=args.gate_bags_format,
+            bags_split=args.gate_bags_split,
+            bags_limit=args.gate_bags_count,
         )
     except BaseException:
         path.unlink(missing_ok=True)
@@ -225,7 +224,7 @@ def _int8(out: Path, spec, settings: dict, args, max_drop: float, size_hw) -> No
     int8_settings = {
         **settings,
         "precision": "int8",
-        "quantization": int8_recipe(method),
+        "quantization": int8_recipe(args.calib_method),
         "calibration": f"{len(calib)} images from {', '.join(folders)}",
     }
     md, _ = write_card(path, spec, int8_settings, None, gate.to_dict())

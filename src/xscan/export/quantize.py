@@ -50,7 +50,7 @@ METHOD_NAMES = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entr
 
 def int8_recipe(method: str = "minmax") -> str:
     """:data:`INT8_RECIPE` with the calibration method used."""
-    return INT8_RECIPE.replace("MinMax", METHOD_NAMES.get(method, method))
+    return INT8_RECIPE.replace("MinMax", METHOD_NAMES[method])
 
 
 # Node-name prefixes of the FPN's lateral path in an exported CenterNet (torchvision's
@@ -245,14 +245,9 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
+    if method not in METHOD_NAMES:
         raise ValueError(
-            f"INT8 calibration method: expected one of {list(methods)}, got {method!r}"
+            f"INT8 calibration method: expected one of {list(METHOD_NAMES)}, got {method!r}"
         )
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path))
@@ -283,7 +278,7 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
+            calibrate_method=getattr(CalibrationMethod, METHOD_NAMES[method]),
             nodes_to_exclude=sorted(exclude),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )

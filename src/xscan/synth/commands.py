@@ -63,23 +63,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_range(text: str | None, flag: str) -> tuple[int, int] | None:
-    """``"2-4"`` -> ``(2, 4)``; ``"3"`` -> ``(3, 3)``; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in str(text).split("-")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2):
-        raise ValueError(f"{flag}: expected MIN-MAX such as 2-4, got {text!r}")
-    return parts[0], parts[-1]
-
-
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from xscan.synth.generator import KINDS, SynthOptions, write_dataset
+    from xscan.synth.generator import KINDS, SynthOptions, threats_range, write_dataset
 
     if args.kind not in KINDS:
         raise ValueError(f"--kind: expected one of {', '.join(KINDS)}, got {args.kind!r}")
@@ -95,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         threat_fraction=args.threat_fraction,
         clutter=args.clutter,
         noise=not args.no_noise,
-        threats_per_scan=parse_range(args.threats_per_scan, "--threats-per-scan"),
+        threats_per_scan=threats_range(args.threats_per_scan, "--threats-per-scan"),
     )
     t0 = time.perf_counter()
     manifest = write_dataset(

@@ -34,6 +34,21 @@ OCCLUSION_THRESHOLD = {"baggage": 0.7, "cargo": 2.3}
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
 
+def threats_range(value: Any, name: str = "threats per scan") -> tuple[int, int] | None:
+    """A threats-per-scan range from ``"2-4"``, ``"3"``, ``3``, ``[2, 4]`` or ``None`` (the
+    default draw); ``name`` prefixes the error (a flag or a config key)."""
+    if value is None:
+        return None
+    parts = list(value) if isinstance(value, (list, tuple)) else str(value).split("-")
+    try:
+        nums = [int(v) for v in parts]
+    except (TypeError, ValueError):
+        nums = []
+    if len(nums) not in (1, 2):
+        raise ValueError(f"{name}: expected MIN-MAX such as 2-4, got {value!r}")
+    return nums[0], nums[-1]
+
+
 @dataclass(frozen=True)
 class SynthOptions:
     """Scene options. ``with_threat`` forces (True/False) or draws (None) a threat scan;
@@ -148,7 +163,7 @@ def generate_scan(
                 with_threat,
                 opts.clutter,
                 opts.annotate_benign,
-                tuple(opts.threats_per_scan) if opts.threats_per_scan else None,
+                opts.threats_per_scan,
             )
         else:
             scene = build_cargo(rng, (h, w), with_threat)
