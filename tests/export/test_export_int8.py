@@ -8,7 +8,14 @@ import onnx
 import pytest
 
 from xscan.export.commands import _int8, twin_path
-from xscan.export.gate import GateError, image_scores, int8_gate, load_bags, load_labelled
+from xscan.export.gate import (
+    GateError,
+    image_scores,
+    int8_gate,
+    load_bags,
+    load_labelled,
+    within,
+)
 from xscan.export.quantize import (
     PRECISION_KEY,
     calibration_images,
@@ -114,6 +121,12 @@ def test_gate_decides_by_the_measured_drop(tiny_export, int8_path, labelled_fold
     below = int8_gate(tiny_export.path, int8_path, report.drop - 1e-3, data=labelled_folder)
     assert above.passed and not below.passed
     assert "AP50 fp32 100.00" in below.summary()
+
+
+def test_a_drop_equal_to_the_allowance_passes_whatever_the_rounding():
+    # 0.58 - 0.57 is 0.010000000000000009 in binary floating point: one point, not more.
+    assert 0.58 - 0.57 > 0.01 and within(0.58 - 0.57, 0.01)
+    assert within(0.0, 0.0) and not within(0.0101, 0.01)
 
 
 def test_bag_gate_measures_detection_rate_at_the_default_far(
