@@ -77,6 +77,17 @@ def test_empty_predictions_give_zero():
     ]
     m = coco_metrics(_gts(), empty, CLASSES)
     assert m["mAP"] == 0.0 and m["AP50"] == 0.0 and m["per_class"]["gun"]["AP"] == 0.0
+    assert m["AP50_any_class"] == 0.0
+
+
+def test_any_class_ap_counts_a_box_that_names_the_wrong_class():
+    swapped = _perfect()
+    swapped[0] = {**swapped[0], "labels": np.array([1, 0])}  # knife called gun and vice versa
+    m = coco_metrics(_gts(), swapped, CLASSES)
+    assert m["per_class"]["gun"]["AP50"] == pytest.approx(0.0)
+    assert m["AP50"] < 0.5
+    assert m["AP50_any_class"] == pytest.approx(1.0)
+    assert coco_metrics(_gts(), _perfect(), CLASSES)["AP50_any_class"] == pytest.approx(1.0)
 
 
 def test_wrong_class_and_false_positive_ranked_first():

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint or exported model on a dataset",
-        description="COCO mAP/AP50 (overall and per class) when the dataset has boxes, and "
+        description="COCO mAP/AP50 (overall and per class, and AP50 with every threat one "
+        "class, which shows what class confusion costs) when the dataset has boxes, and "
         "bag-level alarm metrics (AUROC, detection rate at fixed false-alarm rates with "
         "thresholds calibrated on the dataset's benign scans, sliced by subset and occlusion "
         "level). Writes metrics.json and PR/ROC curves as PNG.",

@@ -87,8 +87,11 @@ def coco_metrics(
 ) -> dict[str, Any]:
     """COCO bbox metrics.
 
-    Returns ``{"mAP", "AP50", "AP75", "AR100", "per_class": {name: {"AP", "AP50", "n_gt"}},
-    "n_images", "n_gt", "n_dets", "pr50": {name: (recall (101,), precision (101,))}}``.
+    Returns ``{"mAP", "AP50", "AP75", "AR100", "AP50_any_class", "per_class": {name: {"AP",
+    "AP50", "n_gt"}}, "n_images", "n_gt", "n_dets", "pr50": {name: (recall (101,), precision
+    (101,))}}``. ``AP50_any_class`` is AP50 with every threat one class (COCO's
+    ``useCats=0``): a box on a threat counts whatever class it names, which is what an alarm
+    needs, and the gap to ``AP50`` is what class confusion costs.
     APs are ``nan`` for classes without ground truth (and overall when there is none);
     0.0 when there are objects but no detections.
     """
@@ -105,7 +108,7 @@ def coco_metrics(
     }
     if not dets or not coco_gt.dataset["annotations"]:
         zero = 0.0 if coco_gt.dataset["annotations"] else float("nan")
-        result.update(mAP=zero, AP50=zero, AP75=zero, AR100=zero, pr50={})
+        result.update(mAP=zero, AP50=zero, AP75=zero, AR100=zero, AP50_any_class=zero, pr50={})
         result["per_class"] = {
             n: {
                 "AP": zero if n_gt[n] else float("nan"),
@@ -122,8 +125,18 @@ def coco_metrics(
         ev.accumulate()
         ev.summarize()
     stats = ev.stats
+    with contextlib.redirect_stdout(io.StringIO()):
+        any_class = COCOeval(coco_gt, coco_dt, "bbox")
+        any_class.params.useCats = 0
+        any_class.params.iouThrs = np.array([0.5])
+        any_class.evaluate()
+        any_class.accumulate()
     result.update(
-        mAP=float(stats[0]), AP50=float(stats[1]), AP75=float(stats[2]), AR100=float(stats[8])
+        mAP=float(stats[0]),
+        AP50=float(stats[1]),
+        AP75=float(stats[2]),
+        AR100=float(stats[8]),
+        AP50_any_class=_mean_valid(any_class.eval["precision"][0, :, 0, 0, -1]),
     )
     prec = ev.eval["precision"]  # (T, R, K, A, M): iou thr, recall, class, area, max dets
     recall_pts = np.asarray(ev.params.recThrs)
@@ -136,7 +149,7 @@ def coco_metrics(
             pr50[name] = (recall_pts, np.where(p50 > -1, p50, 0.0))
     result["per_class"] = per_class
     result["pr50"] = pr50
-    for key in ("mAP", "AP50", "AP75", "AR100"):
+    for key in ("mAP", "AP50", "AP75", "AR100", "AP50_any_class"):
         if result[key] < 0:
             result[key] = float("nan")
     return result

@@ -198,6 +198,7 @@ def _print(report: dict[str, Any], out: Path) -> None:
     if coco is not None:
         print(
             f"mAP@[.5:.95] {coco['mAP']:.4f}  AP50 {coco['AP50']:.4f}  "
+            f"AP50 any class {coco['AP50_any_class']:.4f}  "
             f"({coco['n_images']} scans, {coco['n_gt']} objects)"
         )
         for name, c in coco["per_class"].items():
