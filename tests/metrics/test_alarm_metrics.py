@@ -59,3 +59,18 @@ def test_alarm_metrics_and_operating_points():
     sliced = sliced_alarm_metrics(scores, labels, {"level": [None] * 100 + [0] * 90 + [3] * 10})
     assert sliced["level"]["0"]["at_far"]["far5"] == 1.0
     assert sliced["level"]["3"]["at_far"]["far5"] == 0.0
+
+
+def test_sliced_alarm_metrics_counts_a_scan_under_each_of_its_classes():
+    benign = np.arange(20) / 20.0  # far5 threshold: 0.95
+    scores = np.r_[benign, [0.99, 0.99, 0.5, 0.5]]
+    labels = np.r_[np.zeros(20), np.ones(4)]
+    held = [()] * 20 + [("firearm",), ("firearm", "knife"), ("knife",), ("lighter",)]
+    only = [None] * 20 + ["firearm", None, "knife", "lighter"]
+    sliced = sliced_alarm_metrics(scores, labels, {"held": held, "only": only}, (0.05,))
+    assert sliced["held"]["firearm"] == {"n_threat": 2, "at_far": {"far5": 1.0}}
+    assert sliced["held"]["knife"] == {"n_threat": 2, "at_far": {"far5": 0.5}}
+    assert sliced["only"]["knife"] == {"n_threat": 1, "at_far": {"far5": 0.0}}
+    assert set(sliced["held"]) == {"firearm", "knife", "lighter"}
+    with pytest.raises(ValueError, match="slicing 'held': 3 values for 24 scans"):
+        sliced_alarm_metrics(scores, labels, {"held": held[:3]})

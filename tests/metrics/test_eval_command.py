@@ -54,6 +54,11 @@ def test_eval_checkpoint_writes_metrics_curves_and_calibrates(synth_dir, checkpo
     assert 0.0 <= m["coco"]["AP50"] <= 1.0
     assert {"far1", "far5", "far10"} == set(m["alarm"]["at_far"])
     assert m["alarm"]["n_threat"] + m["alarm"]["n_benign"] == 8
+    by_class = m["sliced"]["threat_class"]
+    assert set(by_class) <= set(CLASSES)
+    assert max(c["n_threat"] for c in by_class.values()) <= m["alarm"]["n_threat"]
+    for name, c in m["sliced"].get("only_class", {}).items():
+        assert c["n_threat"] <= by_class[name]["n_threat"]
     assert (out / "pr_curve.png").stat().st_size > 1000
     if m["alarm"]["n_threat"] and m["alarm"]["n_benign"]:
         assert (out / "roc_curve.png").stat().st_size > 1000
@@ -98,3 +103,23 @@ def test_eval_onnx_matches_checkpoint(synth_dir, checkpoint, tmp_path):
 
 def test_eval_errors_name_the_problem(checkpoint, tmp_path):
     assert cli(["eval", str(tmp_path / "missing.pt"), str(tmp_path)]) == 2
+
+
+def test_slices_take_classes_from_boxes_and_image_labels():
+    from xscan.data.records import ObjectRecord, ScanRecord
+    from xscan.metrics.evaluation import _slices
+
+    def obj(label):
+        return ObjectRecord(box=(0, 0, 4, 4), label=label, original_label=label)
+
+    recs = [
+        ScanRecord(image="a", width=8, height=8, source="t", objects=[obj("knife"), obj("phone")]),
+        ScanRecord(image="b", width=8, height=8, source="t", objects=[obj("wrench"), obj("knife")]),
+        ScanRecord(
+            image="c", width=8, height=8, source="t", image_labels={"firearm": 1, "knife": -1}
+        ),
+        ScanRecord(image="d", width=8, height=8, source="t"),
+    ]
+    s = _slices(recs, CLASSES)
+    assert [x["threat_class"] for x in s] == [("knife",), ("knife", "wrench"), ("firearm",), ()]
+    assert [x["only_class"] for x in s] == ["knife", None, "firearm", None]

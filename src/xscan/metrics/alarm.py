@@ -143,8 +143,10 @@ def sliced_alarm_metrics(
 ) -> dict[str, dict[str, Any]]:
     """Detection rate per slice with thresholds calibrated on *all* benign scans.
 
-    ``groups`` maps a slicing name (e.g. ``"occlusion_level"``) to one value per scan;
-    benign scans count in every slice's FAR (a threat-free scan has no occlusion level).
+    ``groups`` maps a slicing name (e.g. ``"occlusion_level"``) to one value per scan, or to
+    one tuple of values per scan where a scan belongs to several slices (``"threat_class"``:
+    a scan with a knife and a firearm counts in both); benign scans count in every slice's
+    FAR (a threat-free scan has no occlusion level).
     Returns ``{slicing: {value: {"n_threat", "at_far": {name: detection_rate}}}}``.
     """
     s, y = _arrays(scores, is_threat)
@@ -153,13 +155,24 @@ def sliced_alarm_metrics(
     )
     out: dict[str, dict[str, Any]] = {}
     for slicing, values in groups.items():
-        values = np.asarray(values, dtype=object).reshape(-1)
+        if len(values) != s.size:
+            raise ValueError(f"slicing {slicing!r}: {len(values)} values for {s.size} scans")
+        members = [_members(v) for v in values]
         per: dict[str, Any] = {}
-        for v in sorted({str(v) for v, t in zip(values, y, strict=True) if t and v is not None}):
-            m = y & np.array([str(x) == v for x in values])
+        for v in sorted({m for ms, t in zip(members, y, strict=True) if t for m in ms}):
+            m = y & np.array([v in ms for ms in members])
             per[v] = {
                 "n_threat": int(m.sum()),
                 "at_far": {n: float((s[m] >= t).mean()) for n, t in thresholds.items()},
             }
         out[slicing] = per
     return out
+
+
+def _members(value: Any) -> set[str]:
+    """The slices one scan belongs to: none for ``None``, each item of a tuple/list/set."""
+    if value is None:
+        return set()
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return {str(v) for v in value}
+    return {str(value)}

@@ -15,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="COCO mAP/AP50 (overall and per class, and AP50 with every threat one "
         "class, which shows what class confusion costs) when the dataset has boxes, and "
         "bag-level alarm metrics (AUROC, detection rate at fixed false-alarm rates with "
-        "thresholds calibrated on the dataset's benign scans, sliced by subset and occlusion "
-        "level). Writes metrics.json and PR/ROC curves as PNG.",
+        "thresholds calibrated on the dataset's benign scans, sliced by subset, occlusion "
+        "level and threat class: over the scans holding a class, and over those holding only "
+        "that class). Writes metrics.json and PR/ROC curves as PNG.",
     )
     p.add_argument("model", help="training checkpoint (.pt) or exported model (.onnx)")
     p.add_argument("dataset", help="dataset folder or file (any reader xscan data knows)")

@@ -34,7 +34,9 @@ def load_records(dataset: str, kind: str | None, split: str | None, limit: int |
 
 
 def _slices(records, class_names) -> list[dict[str, Any]]:
-    """Per scan: its first subset and the highest occlusion level of its model-class objects."""
+    """Per scan: its first subset, the highest occlusion level of its model-class objects,
+    the model classes it holds (boxed objects and image-level labels alike) and, when they
+    are all one class, that class (see ``xscan.train.engine.SLICINGS``)."""
     names = set(class_names)
     out = []
     for r in records:
@@ -43,10 +45,15 @@ def _slices(records, class_names) -> list[dict[str, Any]]:
             for o in r.objects
             if o.occlusion_level is not None and o.label in names
         ]
+        held = {o.label for o in r.objects if o.label in names}
+        held |= {k for k, v in r.image_labels.items() if v == 1 and k in names}
+        classes = tuple(c for c in class_names if c in held)
         out.append(
             {
                 "subset": r.subsets[0] if r.subsets else None,
                 "occlusion_level": max(levels) if levels else None,
+                "threat_class": classes,
+                "only_class": classes[0] if len(classes) == 1 else None,
             }
         )
     return out
@@ -218,7 +225,27 @@ def _print(report: dict[str, Any], out: Path) -> None:
             f"  model's {name} threshold {r['threshold']:.4f}: detection rate "
             f"{r['detection_rate']:.4f}, FAR {r['far']:.4f}"
         )
+    _print_by_class(report)
     print(f"wrote {out / 'metrics.json'}")
+
+
+def _print_by_class(report: dict[str, Any]) -> None:
+    """Detection rate per threat class at each calibrated FAR: over the scans holding the
+    class, and over those whose threats are all of that class."""
+    held = report["sliced"].get("threat_class") or {}
+    only = report["sliced"].get("only_class") or {}
+    fars = list(report["alarm"]["at_far"])
+    if not held or not fars:
+        return
+
+    def rates(r: dict[str, Any]) -> str:
+        return " / ".join(f"{r['at_far'][f]:.2f}" for f in fars) + f" (n={r['n_threat']})"
+
+    print(f"  by threat class, detection rate at {' / '.join(fars)}: scans holding it; only it")
+    for name in report["class_names"]:
+        if name in held:
+            tail = f";  {rates(only[name])}" if name in only else ""
+            print(f"    {name:<16} {rates(held[name])}{tail}")
 
 
 def _calibrate(model_path, ckpt, scores, threat, fars, args, metrics, summary) -> None:
