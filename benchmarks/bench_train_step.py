@@ -8,6 +8,7 @@ variant is timed again at the end to show drift. Results: docs/benchmarks.md, "D
 training".
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--compile]
+        [--channels 64]
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ import torch
 from xscan.models.centernet import CenterNet
 
 
-def make() -> CenterNet:
+def make(channels: int = 64) -> CenterNet:
     torch.manual_seed(0)
-    return CenterNet(11, 3, (0.5,) * 3, (0.25,) * 3, backbone="mobilenet_v3_small")
+    return CenterNet(
+        11,
+        3,
+        (0.5,) * 3,
+        (0.25,) * 3,
+        backbone="mobilenet_v3_small",
+        fpn_channels=channels,
+        head_channels=channels,
+    )
 
 
 def bench(model, x, label: str, steps: int, rounds: int) -> None:
@@ -58,17 +67,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
+    p.add_argument("--channels", type=int, default=64, help="FPN and head width (recipe: 64)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     x = torch.rand(a.batch, 3, a.size, a.size)
-    print(f"batch {a.batch}, {a.size} px, {a.threads} thread(s), torch {torch.__version__}")
+    print(
+        f"batch {a.batch}, {a.size} px, {a.threads} thread(s), FPN/head {a.channels} channels, "
+        f"torch {torch.__version__}"
+    )
     print("| variant | images/s (best) | rounds | first two steps |\n|---|---|---|---|")
-    bench(make(), x, "NCHW eager", a.steps, a.rounds)
-    nhwc = make().to(memory_format=torch.channels_last)
+    bench(make(a.channels), x, "NCHW eager", a.steps, a.rounds)
+    nhwc = make(a.channels).to(memory_format=torch.channels_last)
     bench(nhwc, x.contiguous(memory_format=torch.channels_last), "NHWC eager", a.steps, a.rounds)
     if a.compile:
-        bench(torch.compile(make()), x, "NCHW torch.compile", a.steps, a.rounds)
-    bench(make(), x, "NCHW eager (again)", a.steps, a.rounds)
+        bench(torch.compile(make(a.channels)), x, "NCHW torch.compile", a.steps, a.rounds)
+    bench(make(a.channels), x, "NCHW eager (again)", a.steps, a.rounds)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ def test_eval_errors_name_the_problem(checkpoint, tmp_path):
 def test_slices_take_classes_from_boxes_and_image_labels():
     from xscan.data.records import ObjectRecord, ScanRecord
     from xscan.metrics.evaluation import _slices
+    from xscan.train.engine import metrics_from_predictions
 
     def obj(label):
         return ObjectRecord(box=(0, 0, 4, 4), label=label, original_label=label)
@@ -122,4 +123,13 @@ def test_slices_take_classes_from_boxes_and_image_labels():
     ]
     s = _slices(recs, CLASSES)
     assert [x["threat_class"] for x in s] == [("knife",), ("knife", "wrench"), ("firearm",), ()]
-    assert [x["only_class"] for x in s] == ["knife", None, "firearm", None]
+    # "only_class" is derived from "threat_class" where the slices are built
+    gts = [
+        {**x, "image_score": score, "is_threat": bool(x["threat_class"]), "has_boxes": False}
+        for x, score in zip(s, [0.9, 0.9, 0.1, 0.5], strict=True)
+    ]
+    sliced = metrics_from_predictions(gts, [{}] * 4, CLASSES, (0.05,))["sliced"]
+    assert set(sliced["only_class"]) == {"knife", "firearm"}
+    assert sliced["only_class"]["knife"] == {"n_threat": 1, "at_far": {"far5": 1.0}}
+    assert sliced["only_class"]["firearm"] == {"n_threat": 1, "at_far": {"far5": 0.0}}
+    assert sliced["threat_class"]["knife"]["n_threat"] == 2

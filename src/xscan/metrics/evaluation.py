@@ -34,9 +34,8 @@ def load_records(dataset: str, kind: str | None, split: str | None, limit: int |
 
 
 def _slices(records, class_names) -> list[dict[str, Any]]:
-    """Per scan: its first subset, the highest occlusion level of its model-class objects,
-    the model classes it holds (boxed objects and image-level labels alike) and, when they
-    are all one class, that class (see ``xscan.train.engine.SLICINGS``)."""
+    """Per scan: its first subset, the highest occlusion level of its model-class objects and
+    the model classes it holds (boxed objects and image-level labels alike)."""
     names = set(class_names)
     out = []
     for r in records:
@@ -47,13 +46,11 @@ def _slices(records, class_names) -> list[dict[str, Any]]:
         ]
         held = {o.label for o in r.objects if o.label in names}
         held |= {k for k, v in r.image_labels.items() if v == 1 and k in names}
-        classes = tuple(c for c in class_names if c in held)
         out.append(
             {
                 "subset": r.subsets[0] if r.subsets else None,
                 "occlusion_level": max(levels) if levels else None,
-                "threat_class": classes,
-                "only_class": classes[0] if len(classes) == 1 else None,
+                "threat_class": tuple(c for c in class_names if c in held),
             }
         )
     return out

@@ -27,12 +27,6 @@ from xscan.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-# Bag-level slicings, when the ground truth carries them: each scan's first subset and highest
-# occlusion level; the threat classes it holds (a scan counts under each), and its class when
-# every threat in it is of one class (what that class alone is detected at).
-SLICINGS = ("subset", "occlusion_level", "threat_class", "only_class")
-MULTI_SLICINGS = ("threat_class",)
-
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss became NaN or infinite."""
@@ -284,13 +278,16 @@ def metrics_from_predictions(
     threat = np.array([g["is_threat"] for g in gts], bool)
     alarm = alarm_metrics(scores, threat, far_targets)
     groups = {}
-    for key in SLICINGS:
+    for key in ("subset", "occlusion_level"):
         values = [g.get(key) for g in gts]
-        if key in MULTI_SLICINGS:  # a tuple per scan; sliced whenever some scan has a value
-            if any(values):
-                groups[key] = values
-        elif len({v for v in values if v is not None}) > 1:
+        if len({v for v in values if v is not None}) > 1:
             groups[key] = values
+    # The threat classes each scan holds (it counts under each), and its class when they are
+    # all one class: what that class alone is detected at.
+    held = [tuple(g.get("threat_class") or ()) for g in gts]
+    if any(held):
+        groups["threat_class"] = held
+        groups["only_class"] = [c[0] if len(c) == 1 else None for c in held]
     sliced = sliced_alarm_metrics(scores, threat, groups, far_targets) if groups else {}
     return {"coco": coco, "alarm": alarm, "sliced": sliced, "records": (gts, preds)}
 
