@@ -133,6 +133,7 @@ def test_dataset_coco_loads_and_masks_agree_with_boxes(dataset):
             x, y, w, h = a["bbox"]
             assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
             assert a["area"] == m.sum() and a["material"] and 0 <= a["occlusion_level"] <= 3
+            assert np.isfinite(a["conspicuity"]) and a["conspicuity"] > 0
             assert coco.annToMask(a).sum() == m.sum()
 
 

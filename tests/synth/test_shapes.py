@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xscan.synth.scene import Scene, occlusion_level
+from xscan.synth.scene import CLUTTER_SD_FLOOR, Scene, occlusion_level
 from xscan.synth.shapes import LocalShape, place
 
 PC = 0.1  # cm per pixel
@@ -73,6 +73,32 @@ def test_occlusion_counts_dense_material_only():
     assert light.occlusion == 0.0
     assert 0.45 < dense.occlusion < 0.8
     assert dense.occlusion_level == occlusion_level(dense.occlusion) >= 2
+
+
+def _packet_in_clutter(material: str, thickness: float, clutter: bool):
+    scene = Scene(64, 64, PC)
+    packet = LocalShape(3, 3, PC)
+    packet.box(material, 0, 0, 2.0, 2.0, thickness)
+    scene.add(place(packet, (32, 32)), category="drugs_like", is_threat=True)
+    if clutter:  # stripes of cotton, 0.5 and 3 cm thick, across the packet
+        for i, t in enumerate((0.5, 3.0, 0.5, 3.0)):
+            stripe = LocalShape(4, 0.5, PC)
+            stripe.box("cotton", 0, 0, 4, 0.5, t)
+            scene.add(place(stripe, (32, 24.5 + 5 * i)))
+    return scene
+
+
+def test_conspicuity_is_own_attenuation_over_clutter_spread():
+    mu = {"steel": 2.0, "cocaine": 0.2, "cotton": 0.2}
+    on_air = _packet_in_clutter("steel", 0.2, clutter=False).annotate(mu)[0]
+    # no clutter: own -ln T (0.2 cm x 2.0 per cm, a little less at the soft edges) over the floor
+    assert on_air.conspicuity == pytest.approx(0.4 / CLUTTER_SD_FLOOR, rel=0.1)
+    steel = _packet_in_clutter("steel", 0.2, clutter=True).annotate(mu)[0]
+    powder = _packet_in_clutter("cocaine", 0.5, clutter=True).annotate(mu)[0]
+    # clutter spread: cotton stripes of 0.1 and 0.6 -ln T over the packet, sd about 0.25
+    assert steel.conspicuity == pytest.approx(0.4 / 0.25, rel=0.25)
+    assert powder.conspicuity == pytest.approx(0.1 / 0.25, rel=0.25)
+    assert powder.conspicuity < 1 < steel.conspicuity < on_air.conspicuity
 
 
 def test_box_is_tight_bounds_of_clipped_mask():

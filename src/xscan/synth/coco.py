@@ -79,6 +79,7 @@ def annotation_records(objects: list[SceneObject], kind: str) -> list[dict]:
                 "material": o.material,
                 "occlusion": float(o.occlusion),
                 "occlusion_level": int(o.occlusion_level),
+                "conspicuity": float(o.conspicuity),
                 "is_threat": bool(o.is_threat),
             }
         )
