@@ -109,3 +109,37 @@ def test_class_without_ground_truth_is_nan_and_json_safe():
     m = coco_metrics(gts, _perfect()[1:], CLASSES)
     assert math.isnan(m["per_class"]["gun"]["AP"])
     assert json_safe(m)["per_class"]["gun"]["AP"] is None
+
+
+def test_faint_threats_are_ignored_in_the_threats_that_show():
+    from xscan.metrics.evaluation import conspicuous_coco
+
+    gts = _gts()
+    # image 1's knife is faint (conspicuity 0.4): ignored; the gun and image 2's knife show
+    gts[0]["conspicuity"] = [((10, 10, 50, 50), 0.4), ((60, 60, 90, 95), 3.0)]
+    gts[1]["conspicuity"] = [((20, 30, 70, 80), 1.5)]
+    found = _perfect()
+    found[0] = {k: v[1:] for k, v in found[0].items() if k != "image_id"} | {"image_id": 1}
+    plain = coco_metrics(gts, found, CLASSES)
+    assert plain["per_class"]["knife"]["AP50"] == pytest.approx(0.5, abs=0.01)  # 1 of 2 found
+    shown = conspicuous_coco(gts, found, CLASSES)
+    assert shown["n_ignored"] == 1 and shown["min_conspicuity"] == 1.0
+    assert shown["AP50"] == pytest.approx(1.0)
+    assert shown["per_class"]["knife"]["AP50"] == pytest.approx(1.0)
+    # a detection on the faint knife is neither a hit nor a false alarm there
+    assert conspicuous_coco(gts, _perfect(), CLASSES)["AP50"] == pytest.approx(1.0)
+    # a false alarm on a clear scan, ranked first, still costs precision
+    wrong = _perfect()
+    wrong[2] = {
+        "image_id": 3,
+        "boxes": np.array([[5, 5, 40, 40.0]]),
+        "scores": np.array([0.95]),
+        "labels": np.array([0]),
+    }
+    assert conspicuous_coco(gts, wrong, CLASSES)["per_class"]["knife"]["AP50"] < 0.9
+
+
+def test_no_conspicuity_no_threats_that_show_metrics():
+    from xscan.metrics.evaluation import conspicuous_coco
+
+    assert conspicuous_coco(_gts(), _perfect(), CLASSES) is None

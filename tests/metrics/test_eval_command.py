@@ -52,6 +52,9 @@ def test_eval_checkpoint_writes_metrics_curves_and_calibrates(synth_dir, checkpo
     assert m["format"] == "xscan" and m["coco"]["n_images"] == 8
     assert set(m["coco"]["per_class"]) == set(CLASSES)
     assert 0.0 <= m["coco"]["AP50"] <= 1.0
+    # generated scans annotate conspicuity: AP over the threats that show is reported too
+    shown = m["coco_conspicuous"]
+    assert shown["n_gt"] == m["coco"]["n_gt"] and 0 <= shown["n_ignored"] <= shown["n_gt"]
     assert {"far1", "far5", "far10"} == set(m["alarm"]["at_far"])
     assert m["alarm"]["n_threat"] + m["alarm"]["n_benign"] == 8
     by_class = m["sliced"]["threat_class"]

@@ -7,7 +7,7 @@
   ``test`` (all three), ``easy``, ``hard`` or ``hidden``.
 * CLCXray: COCO JSON files beside an image folder (found like the generic case).
 * ``xscan``: ``DIR/annotations.json`` with ``DIR/images/`` and raw ``low``/``high`` 16-bit
-  transmissions, ``has_threat``, per-object ``occlusion`` and ``material``
+  transmissions, ``has_threat``, per-object ``occlusion``, ``material`` and ``conspicuity``
   (see ``docs/architecture.md``).
 
 COCO ``bbox`` is ``[x, y, w, h]`` in pixels; records hold xyxy. Polygons are converted to
@@ -247,6 +247,7 @@ def _add_annotation(
             attrs={
                 "canonical": canonical,
                 **({"material": a["material"]} if "material" in a else {}),
+                **({"conspicuity": float(a["conspicuity"])} if "conspicuity" in a else {}),
             },
         ),
         0,

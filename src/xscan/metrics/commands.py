@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint or exported model on a dataset",
         description="COCO mAP/AP50 (overall and per class, and AP50 with every threat one "
         "class, which shows what class confusion costs) when the dataset has boxes, and "
+        "where objects carry a conspicuity (generated scans) the same over the threats that "
+        "show, those fainter than the clutter around them ignored; and "
         "bag-level alarm metrics (AUROC, detection rate at fixed false-alarm rates with "
         "thresholds calibrated on the dataset's benign scans, sliced by subset, occlusion "
         "level and threat class: over the scans holding a class, and over those holding only "
