@@ -136,3 +136,33 @@ def test_slices_take_classes_from_boxes_and_image_labels():
     assert sliced["only_class"]["knife"] == {"n_threat": 1, "at_far": {"far5": 1.0}}
     assert sliced["only_class"]["firearm"] == {"n_threat": 1, "at_far": {"far5": 0.0}}
     assert sliced["threat_class"]["knife"]["n_threat"] == 2
+
+
+def test_slices_by_the_most_conspicuous_threat():
+    from xscan.data.records import ObjectRecord, ScanRecord
+    from xscan.metrics.evaluation import _slices
+    from xscan.train.engine import metrics_from_predictions
+
+    def obj(label, c):
+        return ObjectRecord(
+            box=(0, 0, 4, 4), label=label, original_label=label, attrs={"conspicuity": c}
+        )
+
+    recs = [
+        ScanRecord(image="a", width=8, height=8, source="t", objects=[obj("knife", 0.5)]),
+        ScanRecord(
+            image="b", width=8, height=8, source="t", objects=[obj("knife", 0.3), obj("wrench", 4)]
+        ),
+        ScanRecord(image="c", width=8, height=8, source="t", objects=[obj("phone", 9.0)]),
+        ScanRecord(image="d", width=8, height=8, source="t"),
+    ]
+    s = _slices(recs, CLASSES)
+    assert [x["visibility"] for x in s] == ["faint", "shows", None, None]
+    assert s[1]["conspicuity"] == [((0, 0, 4, 4), 0.3), ((0, 0, 4, 4), 4.0)]
+    gts = [
+        {**x, "image_score": score, "is_threat": bool(x["threat_class"]), "has_boxes": False}
+        for x, score in zip(s, [0.05, 0.9, 0.5, 0.1], strict=True)
+    ]
+    vis = metrics_from_predictions(gts, [{}] * 4, CLASSES, (0.5,))["sliced"]["visibility"]
+    assert vis["shows"] == {"n_threat": 1, "at_far": {"far50": 1.0}}
+    assert vis["faint"] == {"n_threat": 1, "at_far": {"far50": 0.0}}

@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "show, those fainter than the clutter around them ignored; and "
         "bag-level alarm metrics (AUROC, detection rate at fixed false-alarm rates with "
         "thresholds calibrated on the dataset's benign scans, sliced by subset, occlusion "
-        "level and threat class: over the scans holding a class, and over those holding only "
-        "that class). Writes metrics.json and PR/ROC curves as PNG.",
+        "level, threat class (over the scans holding a class, and over those holding only "
+        "that class) and, where objects carry a conspicuity, by whether a scan's most "
+        "conspicuous threat shows). Writes metrics.json and PR/ROC curves as PNG.",
     )
     p.add_argument("model", help="training checkpoint (.pt) or exported model (.onnx)")
     p.add_argument("dataset", help="dataset folder or file (any reader xscan data knows)")

@@ -38,8 +38,10 @@ def load_records(dataset: str, kind: str | None, split: str | None, limit: int |
 
 def _slices(records, class_names) -> list[dict[str, Any]]:
     """Per scan: its first subset, the highest occlusion level of its model-class objects, the
-    model classes it holds (boxed objects and image-level labels alike) and the box and
-    conspicuity of each model-class object that has one."""
+    model classes it holds (boxed objects and image-level labels alike), the box and
+    conspicuity of each model-class object that has one, and ``visibility``: ``"shows"`` when
+    its most conspicuous threat reaches :data:`MIN_CONSPICUITY`, else ``"faint"`` (``None``
+    without conspicuities)."""
     names = set(class_names)
     out = []
     for r in records:
@@ -50,6 +52,11 @@ def _slices(records, class_names) -> list[dict[str, Any]]:
         ]
         held = {o.label for o in r.objects if o.label in names}
         held |= {k for k, v in r.image_labels.items() if v == 1 and k in names}
+        shown = [
+            float(o.attrs["conspicuity"])
+            for o in r.objects
+            if o.label in names and "conspicuity" in o.attrs
+        ]
         out.append(
             {
                 "subset": r.subsets[0] if r.subsets else None,
@@ -60,6 +67,9 @@ def _slices(records, class_names) -> list[dict[str, Any]]:
                     for o in r.objects
                     if o.label in names and "conspicuity" in o.attrs
                 ],
+                "visibility": (
+                    ("shows" if max(shown) >= MIN_CONSPICUITY else "faint") if shown else None
+                ),
             }
         )
     return out
@@ -297,6 +307,12 @@ def _print_by_class(report: dict[str, Any]) -> None:
         if name in held:
             tail = f";  {rates(only[name])}" if name in only else ""
             print(f"    {name:<16} {rates(held[name])}{tail}")
+    vis = report["sliced"].get("visibility") or {}
+    if vis:
+        print(f"  by its most conspicuous threat (conspicuity >= {MIN_CONSPICUITY:g} shows):")
+        for name in ("shows", "faint"):
+            if name in vis:
+                print(f"    {name:<16} {rates(vis[name])}")
 
 
 def _calibrate(model_path, ckpt, scores, threat, fars, args, metrics, summary) -> None:

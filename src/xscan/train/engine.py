@@ -278,7 +278,7 @@ def metrics_from_predictions(
     threat = np.array([g["is_threat"] for g in gts], bool)
     alarm = alarm_metrics(scores, threat, far_targets)
     groups = {}
-    for key in ("subset", "occlusion_level"):
+    for key in ("subset", "occlusion_level", "visibility"):
         values = [g.get(key) for g in gts]
         if len({v for v in values if v is not None}) > 1:
             groups[key] = values
