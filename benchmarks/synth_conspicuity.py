@@ -1,10 +1,10 @@
 """How conspicuous each synthetic threat class is, and how the detector's AP follows it.
 
 Generates ``--n`` baggage threat scans (the generator's default options, seeds from
-``--seed``, never those of the shipped data folders) and prints, per threat class, the median
-of each object's own −ln T_high over its mask, of the clutter's −ln T_high at the same pixels,
-and of their conspicuity ratio (``SceneObject.conspicuity``: own attenuation over the clutter's
-spread), and the share of objects below 1. With ``--metrics`` (the ``metrics.json`` that
+``--seed``, never those of the shipped data folders) and prints, per threat class, the number
+of objects, the median conspicuity (``SceneObject.conspicuity``: the object's own −ln T_high
+over its mask divided by the spread of the clutter's −ln T_high at the same pixels) and the
+share of objects below 1. With ``--metrics`` (the ``metrics.json`` that
 ``xscan eval`` writes) it adds each class's AP50 and the Spearman rank correlation between
 median conspicuity and AP50. Results: docs/benchmarks.md, "Detector training".
 

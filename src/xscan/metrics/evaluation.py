@@ -52,23 +52,20 @@ def _slices(records, class_names) -> list[dict[str, Any]]:
         ]
         held = {o.label for o in r.objects if o.label in names}
         held |= {k for k, v in r.image_labels.items() if v == 1 and k in names}
-        shown = [
-            float(o.attrs["conspicuity"])
+        known = [
+            (o.box, float(o.attrs["conspicuity"]))
             for o in r.objects
             if o.label in names and "conspicuity" in o.attrs
         ]
+        most = max((c for _, c in known), default=None)
         out.append(
             {
                 "subset": r.subsets[0] if r.subsets else None,
                 "occlusion_level": max(levels) if levels else None,
                 "threat_class": tuple(c for c in class_names if c in held),
-                "conspicuity": [
-                    (o.box, float(o.attrs["conspicuity"]))
-                    for o in r.objects
-                    if o.label in names and "conspicuity" in o.attrs
-                ],
+                "conspicuity": known,
                 "visibility": (
-                    ("shows" if max(shown) >= MIN_CONSPICUITY else "faint") if shown else None
+                    None if most is None else "shows" if most >= MIN_CONSPICUITY else "faint"
                 ),
             }
         )
@@ -94,11 +91,10 @@ def conspicuous_coco(
         g = gts[i]
         known = g.get("conspicuity") or []
         crowd = np.zeros(len(g["labels"]), int)
-        for j, box in enumerate(np.asarray(g["boxes"], np.float64).reshape(-1, 4)):
-            if not known:
-                break
+        for j, box in enumerate(np.asarray(g["boxes"], np.float64).reshape(-1, 4) if known else []):
             diffs = [np.abs(np.asarray(b, np.float64) - box).max() for b, _ in known]
             k = int(np.argmin(diffs))
+            # the same object: records and ground truth share the original image frame
             if diffs[k] <= 1.0 and known[k][1] < min_conspicuity:
                 crowd[j] = 1
         n_ignored += int(crowd.sum())
