@@ -112,7 +112,7 @@ def test_class_without_ground_truth_is_nan_and_json_safe():
 
 
 def test_faint_threats_are_ignored_in_the_threats_that_show():
-    from xscan.metrics.evaluation import conspicuous_coco
+    from xscan.metrics.slices import conspicuous_coco
 
     gts = _gts()
     # image 1's knife is faint (conspicuity 0.4): ignored; the gun and image 2's knife show
@@ -140,6 +140,6 @@ def test_faint_threats_are_ignored_in_the_threats_that_show():
 
 
 def test_no_conspicuity_no_threats_that_show_metrics():
-    from xscan.metrics.evaluation import conspicuous_coco
+    from xscan.metrics.slices import conspicuous_coco
 
     assert conspicuous_coco(_gts(), _perfect(), CLASSES) is None

@@ -110,7 +110,7 @@ def test_eval_errors_name_the_problem(checkpoint, tmp_path):
 
 def test_slices_take_classes_from_boxes_and_image_labels():
     from xscan.data.records import ObjectRecord, ScanRecord
-    from xscan.metrics.evaluation import _slices
+    from xscan.metrics.slices import scan_slices
     from xscan.train.engine import metrics_from_predictions
 
     def obj(label):
@@ -124,7 +124,7 @@ def test_slices_take_classes_from_boxes_and_image_labels():
         ),
         ScanRecord(image="d", width=8, height=8, source="t"),
     ]
-    s = _slices(recs, CLASSES)
+    s = scan_slices(recs, CLASSES)
     assert [x["threat_class"] for x in s] == [("knife",), ("knife", "wrench"), ("firearm",), ()]
     # "only_class" is derived from "threat_class" where the slices are built
     gts = [
@@ -140,7 +140,7 @@ def test_slices_take_classes_from_boxes_and_image_labels():
 
 def test_slices_by_the_most_conspicuous_threat():
     from xscan.data.records import ObjectRecord, ScanRecord
-    from xscan.metrics.evaluation import _slices
+    from xscan.metrics.slices import scan_slices
     from xscan.train.engine import metrics_from_predictions
 
     def obj(label, c):
@@ -156,7 +156,7 @@ def test_slices_by_the_most_conspicuous_threat():
         ScanRecord(image="c", width=8, height=8, source="t", objects=[obj("phone", 9.0)]),
         ScanRecord(image="d", width=8, height=8, source="t"),
     ]
-    s = _slices(recs, CLASSES)
+    s = scan_slices(recs, CLASSES)
     assert [x["visibility"] for x in s] == ["faint", "shows", None, None]
     assert s[1]["conspicuity"] == [((0, 0, 4, 4), 0.3), ((0, 0, 4, 4), 4.0)]
     gts = [

@@ -69,3 +69,24 @@ def test_xscan_train_rejects_unknown_keys(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**CONFIG, "train": {"epochs": 1, "lr_typo": 1}}))
     assert cli(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
+
+
+def test_xscan_train_reports_ap_over_the_threats_that_show(tmp_path):
+    # Generated folders carry each object's conspicuity: the validation and test passes
+    # report AP over the threats that show beside the plain AP, in the logs and the summary.
+    scans = tmp_path / "scans"
+    assert cli(["synth", "--n", "8", "--size", "96x96", "--seed", "5", "--out", str(scans)]) == 0
+    cfg = tmp_path / "cfg.yaml"
+    folder = [{"kind": "xscan", "path": str(scans)}]
+    cfg.write_text(
+        yaml.safe_dump({**CONFIG, "data": {**CONFIG["data"], "val": folder, "test": folder}})
+    )
+    out = tmp_path / "run"
+    assert cli(["train", str(cfg), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for split in ("val", "test"):
+        assert 0 <= summary[split]["AP50_shows"] <= 1, split
+        assert 0 <= summary[split]["AP50_any_class_shows"] <= 1, split
+        assert summary[split]["AP50_any_class"] >= 0
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "AP50_shows" in row

@@ -216,6 +216,14 @@ class MixtureDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch) if self.train else 0
 
+    @property
+    def records(self) -> list | None:
+        """The scan record behind each item, in order, for an evaluation mixture of offline
+        datasets (``None`` otherwise: items are drawn)."""
+        if self.plan is None:
+            return None
+        return [self.sources[k].records[i] for k, i in self.plan]
+
     def __len__(self) -> int:
         return self.length
 

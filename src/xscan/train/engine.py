@@ -21,6 +21,7 @@ from torch import nn
 
 from xscan.metrics.alarm import alarm_metrics, sliced_alarm_metrics
 from xscan.metrics.detection import coco_metrics
+from xscan.metrics.slices import conspicuous_coco, scan_slices
 from xscan.models.inference import build_decoder
 from xscan.preprocess import LetterboxInfo
 from xscan.spec import ModelSpec
@@ -259,21 +260,35 @@ def evaluate(
     far_targets: list[float] | tuple[float, ...] = (0.01, 0.05, 0.10),
     amp_dtype=None,
 ) -> dict[str, Any]:
-    """COCO metrics (when the data has boxes) and bag-level alarm metrics.
+    """COCO metrics (when the data has boxes) and bag-level alarm metrics; with the scan
+    records of ``loader.dataset`` (offline datasets, in order), also the slices and the COCO
+    metrics over the threats that show (:func:`metrics_from_predictions`).
 
-    Returns ``{"coco": {...} | None, "alarm": {...}, "sliced": {...}, "records": (gts, preds)}``.
+    Returns ``{"coco": {...} | None, "coco_conspicuous": {...} | None, "alarm": {...},
+    "sliced": {...}, "records": (gts, preds)}``.
     """
     gts, preds = predict(model, loader, spec, device, amp_dtype)
-    return metrics_from_predictions(gts, preds, spec.class_names, far_targets)
+    records = getattr(loader.dataset, "records", None)
+    if records is not None and len(records) != len(gts):
+        records = None
+    return metrics_from_predictions(gts, preds, spec.class_names, far_targets, records)
 
 
 def metrics_from_predictions(
-    gts: list[dict], preds: list[dict], class_names, far_targets
+    gts: list[dict], preds: list[dict], class_names, far_targets, records=None
 ) -> dict[str, Any]:
+    """Metrics of :func:`evaluate` from predictions. ``records``: the scan records behind
+    ``gts``, in order; their subsets, occlusion levels, threat classes and conspicuities
+    (:func:`xscan.metrics.slices.scan_slices`) slice the bag-level metrics, and objects with a
+    conspicuity give ``coco_conspicuous`` (AP over the threats that show)."""
+    if records is not None:
+        for g, s in zip(gts, scan_slices(records, class_names), strict=True):
+            g.update(s)
     boxed = [i for i, g in enumerate(gts) if g.get("has_boxes", True)]
-    coco = None
+    coco = shown = None
     if boxed and any(len(gts[i]["labels"]) for i in boxed):
         coco = coco_metrics([gts[i] for i in boxed], [preds[i] for i in boxed], class_names)
+        shown = conspicuous_coco(gts, preds, class_names)
     scores = np.array([g["image_score"] for g in gts], np.float64)
     threat = np.array([g["is_threat"] for g in gts], bool)
     alarm = alarm_metrics(scores, threat, far_targets)
@@ -289,15 +304,27 @@ def metrics_from_predictions(
         groups["threat_class"] = held
         groups["only_class"] = [c[0] if len(c) == 1 else None for c in held]
     sliced = sliced_alarm_metrics(scores, threat, groups, far_targets) if groups else {}
-    return {"coco": coco, "alarm": alarm, "sliced": sliced, "records": (gts, preds)}
+    return {
+        "coco": coco,
+        "coco_conspicuous": shown,
+        "alarm": alarm,
+        "sliced": sliced,
+        "records": (gts, preds),
+    }
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, float]:
-    """Flat scalar metrics for logs: ``AP``, ``AP50``, ``auroc``, ``dr@far5``, ..."""
+    """Flat scalar metrics for logs: ``mAP``, ``AP50``, ``AP50_any_class``, over the threats
+    that show ``AP50_shows`` and ``AP50_any_class_shows`` (where objects carry a conspicuity),
+    ``auroc``, ``dr@far5``, ..."""
     out: dict[str, float] = {}
     if metrics.get("coco"):
         out["mAP"] = metrics["coco"]["mAP"]
         out["AP50"] = metrics["coco"]["AP50"]
+        out["AP50_any_class"] = metrics["coco"]["AP50_any_class"]
+    if metrics.get("coco_conspicuous"):
+        out["AP50_shows"] = metrics["coco_conspicuous"]["AP50"]
+        out["AP50_any_class_shows"] = metrics["coco_conspicuous"]["AP50_any_class"]
     alarm = metrics["alarm"]
     out["auroc"] = alarm["auroc"]
     for name, r in alarm.get("at_far", {}).items():
