@@ -56,6 +56,10 @@ class DataConfig:
     # Scans drawn per epoch from a weighted mixture (online sources are endless).
     samples_per_epoch: int = 2000
     num_workers: int = 2
+    # Keep the decoded images of offline sources in memory after their first read, so later
+    # epochs and validation passes skip the file read and decode (each loader worker process
+    # keeps its own copy; left off when it would take over half the machine's memory).
+    cache_images: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
 
 

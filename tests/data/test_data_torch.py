@@ -320,3 +320,51 @@ def test_class_list_from_mixed_sources_and_synth_tip(tmp_path):
     assert t["is_threat"] == (
         spec.class_names[int(t["labels"][0])] in ("knife", "scissors", "lighter")
     )
+
+
+@pytest.mark.parametrize("modality", ["false_color", "raw_dual"])
+def test_image_cache_gives_the_same_items_without_rereading(tmp_path, monkeypatch, modality):
+    import xscan.data.sample as sample_mod
+
+    folder = make_xscan_folder(tmp_path / "s")
+    spec = _spec(modality=modality, classes=("knife",))
+    src = [DataSource(kind="xscan", path=str(folder))]
+    aug = {"affine": 1.0, "gain_p": 1.0, "noise_p": 1.0}
+
+    def build(cache):
+        return build_dataset(
+            src, spec, train=True, samples_per_epoch=6, seed=3, augment=aug, cache_images=cache
+        )
+
+    plain, cached = build(False), build(True)
+    reads = []
+    real = sample_mod._read_image
+    monkeypatch.setattr(sample_mod, "_read_image", lambda r, m: reads.append(r) or real(r, m))
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(6):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+    n_scans = len(load_dataset("xscan", folder).records)
+    # the plain dataset reads every item; the cached one each scan at most once
+    assert len(reads) - 12 <= n_scans
+    assert all(not im.flags.writeable for im in cached.sources[0]._images.values())
+    # an evaluation mixture of offline folders exposes its records in item order
+    val = build_dataset(src, spec, train=False, samples_per_epoch=9, seed=0, augment={})
+    assert [r.image for r in val.records] == [
+        r.image for r in load_dataset("xscan", folder).records
+    ]
+
+
+def test_image_cache_stays_off_when_it_would_not_fit_in_memory(tmp_path, monkeypatch, caplog):
+    import xscan.data.mixture as mixture
+
+    folder = make_xscan_folder(tmp_path / "s")
+    monkeypatch.setattr(mixture, "_physical_memory", lambda: 1000)
+    src = [DataSource(kind="xscan", path=str(folder))]
+    ds = build_dataset(
+        src, _spec(), train=True, samples_per_epoch=2, seed=0, augment={}, cache_images=True
+    )
+    assert ds.sources[0]._images is None and "not caching images" in caplog.text
+    _check_item(*ds[0], _spec())

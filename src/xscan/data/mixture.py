@@ -23,6 +23,7 @@ enumerates their records once, in order.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,17 +50,60 @@ log = logging.getLogger(__name__)
 SYNTH_KEYS = {"kind", "threat_fraction", "clutter", "size", "noise", "threats_per_scan"}
 
 
+# A cache may take at most this share of the machine's physical memory.
+CACHE_MAX_SHARE = 0.5
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class OfflineSource:
-    def __init__(self, records: list, modality: str, masks: bool, name: str) -> None:
+    """Records of a dataset on disk. With ``cache``, each decoded image is kept in memory
+    after its first read (read-only, so nothing downstream can alter the cached copy), and
+    later epochs skip the file read and decode; the cache is left off, with a warning, when
+    the decoded images would take more than :data:`CACHE_MAX_SHARE` of physical memory."""
+
+    def __init__(
+        self, records: list, modality: str, masks: bool, name: str, cache: bool = False
+    ) -> None:
         if not records:
             raise ValueError(f"data source {name}: no usable scans")
         self.records, self.modality, self.masks, self.name = records, modality, masks, name
+        self._images: dict[int, np.ndarray] | None = None
+        if cache:
+            # decoded bytes per pixel: a float32 low/high pair, or at most 16-bit RGB
+            per_px = 8 if modality == "raw_dual" else 6
+            need = sum(int(r.width) * int(r.height) * per_px for r in records)
+            mem = _physical_memory()
+            if mem is not None and need > CACHE_MAX_SHARE * mem:
+                log.warning(
+                    "data source %s: not caching images: about %.1f GB decoded, more than "
+                    "%.0f%% of this machine's %.1f GB",
+                    name,
+                    need / 1e9,
+                    100 * CACHE_MAX_SHARE,
+                    mem / 1e9,
+                )
+            else:
+                self._images = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def get(self, i: int) -> Sample:
-        return load_record(self.records[i], self.modality, with_masks=self.masks)
+        if self._images is None:
+            return load_record(self.records[i], self.modality, with_masks=self.masks)
+        sample = load_record(
+            self.records[i], self.modality, with_masks=self.masks, image=self._images.get(i)
+        )
+        if i not in self._images:
+            sample.image.flags.writeable = False
+            self._images[i] = sample.image
+        return sample
 
     def draw(self, rng: np.random.Generator) -> Sample:
         return self.get(int(rng.integers(len(self.records))))
@@ -161,7 +205,9 @@ def _library(spec_: Any, spec: ModelSpec, seed: int, raw: bool) -> ThreatLibrary
     )
 
 
-def make_source(src: DataSource, spec: ModelSpec, seed: int, masks: bool):
+def make_source(
+    src: DataSource, spec: ModelSpec, seed: int, masks: bool, cache_images: bool = False
+):
     if src.kind == "synth":
         return SynthSource(src.params, spec)
     if src.kind == "tip":
@@ -180,7 +226,8 @@ def make_source(src: DataSource, spec: ModelSpec, seed: int, masks: bool):
         src.kind, src.path, src.split, taxonomy=opts.pop("taxonomy", "canonical"), **opts
     )
     log.info("%s %s: %s", src.kind, src.path, col.summary_line())
-    return OfflineSource(col.records, spec.modality, masks, f"{src.kind}:{Path(src.path).name}")
+    name = f"{src.kind}:{Path(src.path).name}"
+    return OfflineSource(col.records, spec.modality, masks, name, cache=cache_images)
 
 
 class MixtureDataset(Dataset):
@@ -262,12 +309,17 @@ def build_dataset(
     seed: int,
     augment: dict[str, Any] | None,
     return_masks: bool = False,
+    cache_images: bool = False,
 ) -> MixtureDataset:
-    """The weighted mixture of ``sources`` for ``spec`` (see the module docstring)."""
+    """The weighted mixture of ``sources`` for ``spec`` (see the module docstring);
+    ``cache_images`` keeps the decoded images of offline sources in memory
+    (:class:`OfflineSource`)."""
     from xscan.data.augment import build_augment
 
     transform = build_augment(augment, spec, masks=return_masks) if train else None
-    built = [make_source(s, spec, seed + k, return_masks) for k, s in enumerate(sources)]
+    built = [
+        make_source(s, spec, seed + k, return_masks, cache_images) for k, s in enumerate(sources)
+    ]
     return MixtureDataset(
         built,
         [s.weight for s in sources],

@@ -43,17 +43,24 @@ def decode_rle(mask: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode(m).astype(bool)
 
 
-def load_record(rec: ScanRecord, modality: str, with_masks: bool = False) -> Sample:
-    """Decode a record's image (raw pair for ``raw_dual``) and objects into a :class:`Sample`."""
-    if modality == "raw_dual":
-        if not (rec.raw_low and rec.raw_high):
-            raise ValueError(
-                f"{rec.image}: raw_dual models need raw low/high images; this "
-                f"{rec.source} scan has none"
-            )
-        image = read_raw_pair(rec.raw_low, rec.raw_high)
-    else:
-        image = read_image(rec.image)
+def _read_image(rec: ScanRecord, modality: str) -> np.ndarray:
+    if modality != "raw_dual":
+        return read_image(rec.image)
+    if not (rec.raw_low and rec.raw_high):
+        raise ValueError(
+            f"{rec.image}: raw_dual models need raw low/high images; this "
+            f"{rec.source} scan has none"
+        )
+    return read_raw_pair(rec.raw_low, rec.raw_high)
+
+
+def load_record(
+    rec: ScanRecord, modality: str, with_masks: bool = False, image: np.ndarray | None = None
+) -> Sample:
+    """Decode a record's image (raw pair for ``raw_dual``) and objects into a :class:`Sample`;
+    ``image``: the record's image already decoded (a cached copy), used instead of reading it."""
+    if image is None:
+        image = _read_image(rec, modality)
     boxes = np.array([o.box for o in rec.objects], np.float32).reshape(-1, 4)
     masks: list[np.ndarray | None] = []
     if with_masks:

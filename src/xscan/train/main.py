@@ -54,6 +54,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
         samples_per_epoch=cfg.data.samples_per_epoch,
         seed=cfg.seed,
         augment=cfg.data.augment,
+        cache_images=cfg.data.cache_images,
     )
     return train, build_eval_dataset(cfg, "val")
 
@@ -73,6 +74,7 @@ def build_eval_dataset(cfg: ExperimentConfig, split: str) -> Dataset | None:
         samples_per_epoch=int(cfg.train.extra.get("eval_samples", 256)),
         seed=cfg.seed + (1 if split == "val" else 2),
         augment={},
+        cache_images=cfg.data.cache_images,
     )
 
 
