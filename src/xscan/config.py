@@ -58,7 +58,9 @@ class DataConfig:
     num_workers: int = 2
     # Keep the decoded images of offline sources in memory after their first read, so later
     # epochs and validation passes skip the file read and decode (each loader worker process
-    # keeps its own copy; left off when it would take over half the machine's memory).
+    # keeps its own copy; left off when it would take over half the machine's memory). It cut
+    # the data wait of the 256-px baggage recipes but did not make their runs faster, so they
+    # leave it off (docs/benchmarks.md, "Training data throughput").
     cache_images: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
 
