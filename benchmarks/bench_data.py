@@ -38,7 +38,10 @@ def _rate(ds, n: int) -> float:
 
 
 def bench_cache(config: str, n: int, rounds: int) -> None:
+    import dataclasses
+
     from xscan.config import load_config
+    from xscan.train.main import build_train_dataset
 
     cfg = load_config(config)
     print(
@@ -47,15 +50,8 @@ def bench_cache(config: str, n: int, rounds: int) -> None:
     )
     built = {}
     for cache in (False, True):
-        ds = build_dataset(
-            cfg.data.train,
-            cfg.model,
-            train=True,
-            samples_per_epoch=cfg.data.samples_per_epoch,
-            seed=cfg.seed,
-            augment=cfg.data.augment,
-            cache_images=cache,
-        )
+        data = dataclasses.replace(cfg.data, cache_images=cache)
+        ds = build_train_dataset(dataclasses.replace(cfg, data=data))
         if cache:
             for src in ds.sources:
                 for i in range(len(getattr(src, "records", ()))):

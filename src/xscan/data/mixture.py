@@ -95,12 +95,9 @@ class OfflineSource:
         return len(self.records)
 
     def get(self, i: int) -> Sample:
-        if self._images is None:
-            return load_record(self.records[i], self.modality, with_masks=self.masks)
-        sample = load_record(
-            self.records[i], self.modality, with_masks=self.masks, image=self._images.get(i)
-        )
-        if i not in self._images:
+        cached = self._images.get(i) if self._images is not None else None
+        sample = load_record(self.records[i], self.modality, with_masks=self.masks, image=cached)
+        if self._images is not None and cached is None:
             sample.image.flags.writeable = False
             self._images[i] = sample.image
         return sample

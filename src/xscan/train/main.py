@@ -41,13 +41,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
-    """Training and validation datasets from ``cfg.data`` (``xscan.data.mixture``)."""
+def build_train_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The training mixture of ``cfg.data`` (``xscan.data.mixture``), with augmentation."""
     from xscan.data.mixture import build_dataset
 
     if not cfg.data.train:
         raise ValueError(f"{cfg.source}: data.train: at least one source is needed to train")
-    train = build_dataset(
+    return build_dataset(
         cfg.data.train,
         cfg.model,
         train=True,
@@ -56,7 +56,11 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
         augment=cfg.data.augment,
         cache_images=cfg.data.cache_images,
     )
-    return train, build_eval_dataset(cfg, "val")
+
+
+def build_datasets(cfg: ExperimentConfig) -> tuple[Dataset, Dataset | None]:
+    """Training and validation datasets from ``cfg.data``."""
+    return build_train_dataset(cfg), build_eval_dataset(cfg, "val")
 
 
 def build_eval_dataset(cfg: ExperimentConfig, split: str) -> Dataset | None:
