@@ -35,6 +35,8 @@ def test_unknown_arch_and_param_are_clear_errors():
         build_model(tiny_spec(arch="nope"))
     with pytest.raises(ValueError, match="unknown key"):
         build_model(tiny_spec(arch_params={**TINY, "depth": 3}))
+    with pytest.raises(ValueError, match="backbone: expected one of"):
+        build_model(tiny_spec(arch_params={**TINY, "backbone": "regnet_x_9gf"}))
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -83,6 +85,21 @@ def test_resnet_backbone_at_stride_4():
     )
     out = build_model(spec)(torch.rand(1, 3, 64, 64))
     assert out["heatmap"].shape == (1, 2, 16, 16)
+
+
+@pytest.mark.parametrize("backbone", ["regnet_x_400mf", "shufflenet_v2_x0_5"])
+def test_regnet_and_shufflenet_backbones_with_gray_input(backbone):
+    spec = tiny_spec(
+        modality="gray",
+        mean=(0.5,),
+        std=(0.25,),
+        arch_params={"backbone": backbone, "fpn_channels": 16, "head_channels": 16},
+    )
+    model = build_model(spec)
+    out = model(torch.rand(2, 1, 64, 64))
+    assert out["heatmap"].shape == (2, 2, 8, 8) and out["ltrb"].shape == (2, 4, 8, 8)
+    (out["heatmap"].mean() + out["ltrb"].mean()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_num_classes_mismatch_is_a_clear_error():

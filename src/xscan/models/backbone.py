@@ -13,7 +13,16 @@ import torch
 import torchvision
 from torch import nn
 
-BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet34")
+BACKBONES = (
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "resnet18",
+    "resnet34",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+)
 
 
 def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -82,16 +91,34 @@ def _resnet_stages(name: str, in_channels: int) -> tuple[list, list]:
     return [stem, net.layer2, net.layer3, net.layer4], [4, 8, 16, 32]
 
 
+def _regnet_stages(name: str, in_channels: int) -> tuple[list, list]:
+    net = getattr(torchvision.models, name)(weights=None)
+    net.stem[0] = _replace_first_conv(net.stem[0], in_channels)
+    t = net.trunk_output
+    return [nn.Sequential(net.stem, t.block1), t.block2, t.block3, t.block4], [4, 8, 16, 32]
+
+
+def _shufflenet_stages(name: str, in_channels: int) -> tuple[list, list]:
+    net = getattr(torchvision.models, name)(weights=None)
+    net.conv1[0] = _replace_first_conv(net.conv1[0], in_channels)
+    stem = nn.Sequential(net.conv1, net.maxpool)
+    return [stem, net.stage2, net.stage3, nn.Sequential(net.stage4, net.conv5)], [4, 8, 16, 32]
+
+
 def build_backbone(
     name: str, in_channels: int, strides: tuple[int, ...] = (8, 16, 32), width_mult: float = 1.0
 ) -> MultiScaleBackbone:
     """Backbone ``name`` (one of :data:`BACKBONES`) returning features at ``strides``."""
+    if name not in BACKBONES:
+        raise ValueError(f"model.arch_params.backbone: expected one of {BACKBONES}, got {name!r}")
     if name.startswith("mobilenet_v3"):
         stages, stage_strides = _mobilenet_stages(name, in_channels, width_mult)
     elif name.startswith("resnet"):
         stages, stage_strides = _resnet_stages(name, in_channels)
+    elif name.startswith("regnet"):
+        stages, stage_strides = _regnet_stages(name, in_channels)
     else:
-        raise ValueError(f"model.arch_params.backbone: expected one of {BACKBONES}, got {name!r}")
+        stages, stage_strides = _shufflenet_stages(name, in_channels)
     backbone = MultiScaleBackbone(stages, stage_strides, strides)
     with torch.no_grad():
         feats = backbone(torch.zeros(1, in_channels, 64, 64))
