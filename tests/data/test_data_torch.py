@@ -123,6 +123,31 @@ def test_augmentation_keeps_boxes_on_masks_and_is_seeded(tmp_path):
     assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
 
 
+def test_training_crops_hold_an_object_and_keep_its_mask(tmp_path):
+    col = load_dataset("xscan", make_xscan_folder(tmp_path / "s"))
+    spec = _spec(size=(64, 64), classes=("knife",))
+    aug = build_augment({"crop": [32, 32], "affine": 0.0}, spec, masks=True)
+    ds = DetectionDataset(col, spec, aug, seed=1, return_masks=True)
+    where = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        image, t = ds[0]
+        assert image.shape == (3, 32, 32)
+        # the scan's one object (16 x 12 px, turned by rot90 at times) lies whole inside
+        # every crop, on its mask
+        assert t["labels"].tolist() == [0]
+        box = t["boxes"][0].numpy()
+        np.testing.assert_allclose(sorted(box[2:] - box[:2]), [12, 16], atol=1e-3)
+        np.testing.assert_allclose(box, _mask_box(t["masks"][0].numpy()), atol=1.0)
+        where.add(tuple(np.round(box)))
+    assert len(where) > 1  # the crop window moves around the object
+    images, _ = collate_detections([ds[0], ds[0]])
+    assert images.shape == (2, 3, 32, 32)
+    for bad in ([80, 32], [32], "32"):
+        with pytest.raises(ValueError, match="data.augment.crop"):
+            build_augment({"crop": bad}, spec)
+
+
 def test_transmission_gain_keeps_channel_ratio_and_air():
     rng = np.random.default_rng(0)
     img = rng.uniform(0.2, 0.9, (16, 16, 3)).astype(np.float32)

@@ -9,7 +9,10 @@ Chosen for how X-ray scans form, not for photographs:
   object multiplies its attenuation ``-ln T`` in *every* channel by the same factor, and the
   detector counts photons, so noise is Poisson in the counts (drawn in its Gaussian limit).
   Both act on ``-ln T`` and map back, leaving the ratio of attenuations between channels,
-  which is what encodes material, unchanged.
+  which is what encodes material, unchanged;
+* optional training crops (``crop``): fixed-size windows of the input that each hold at least
+  one object where the scan has any, for inputs far larger than their objects; the network is
+  fully convolutional, so validation and inference still see whole inputs.
 
 There is deliberately **no hue, saturation or colour jitter**: in a false-colour scan the hue
 *is* the material class (orange organic, green mixed, blue metal), assigned by the scanner from
@@ -43,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "photons": [3000, 30000],  # detected photons per pixel in air: lower = noisier
     "noise_p": 0.3,
     "min_visibility": 0.3,  # boxes keeping less than this fraction of their area are dropped
+    # [h, w]: train on crops of the input, each holding at least one object where the scan has
+    # any (albumentations AtLeastOneBBoxRandomCrop); null: train on the whole input.
+    "crop": None,
 }
 _EPS = 1e-4
 
@@ -162,6 +168,15 @@ def resolve(cfg: dict[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULTS, **cfg}
 
 
+def _crop_size(crop: Any, h: int, w: int) -> tuple[int, int]:
+    if not (isinstance(crop, (list, tuple)) and len(crop) == 2):
+        raise ValueError(f"data.augment.crop: expected [height, width] or null, got {crop!r}")
+    ch, cw = int(crop[0]), int(crop[1])
+    if not (0 < ch <= h and 0 < cw <= w):
+        raise ValueError(f"data.augment.crop: {[ch, cw]} must lie within the input size {[h, w]}")
+    return ch, cw
+
+
 def build_augment(
     cfg: dict[str, Any] | None, spec: ModelSpec, masks: bool = False
 ) -> XrayAugment | None:
@@ -185,6 +200,9 @@ def build_augment(
                 p=c["affine"],
             )
         )
+    if c["crop"] is not None:
+        ch, cw = _crop_size(c["crop"], h, w)
+        steps.append(A.AtLeastOneBBoxRandomCrop(height=ch, width=cw, p=1.0))
     channels = (0, 1) if spec.modality == "raw_dual" else None
     steps.append(
         TransmissionGainNoise(

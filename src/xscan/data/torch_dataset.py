@@ -96,6 +96,7 @@ def encode_sample(
         )
     if transform is not None:
         x, boxes, labels, masks = transform(x, boxes, labels, masks, seed=seed)
+        th, tw = x.shape[:2]  # a training crop is smaller than the input
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, tw)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, th)
