@@ -4,11 +4,12 @@ One fwd + bwd + AdamW step of the CenterNet of ``configs/detect_baggage_synth.ya
 (MobileNetV3-Small, FPN, stride-8 head; 11 classes) on random 256x256 batches, built fresh for
 each variant and timed in one run: NCHW eager, NHWC (``channels_last``, what
 ``train.channels_last`` does) and, with ``--compile``, NCHW under ``torch.compile``; the first
-variant is timed again at the end to show drift. Results: docs/benchmarks.md, "Detector
-training".
+variant is timed again at the end to show drift. With ``--backbones a,b,...`` it times the
+NHWC network with each backbone in turn instead (name one twice to see drift). Results:
+docs/benchmarks.md, "Detector training".
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--compile]
-        [--channels 64]
+        [--channels 64] [--backbones mobilenet_v3_small,shufflenet_v2_x0_5]
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import torch
 from xscan.models.centernet import CenterNet
 
 
-def make(channels: int = 64) -> CenterNet:
+def make(channels: int = 64, backbone: str = "mobilenet_v3_small") -> CenterNet:
     torch.manual_seed(0)
     return CenterNet(
         11,
         3,
         (0.5,) * 3,
         (0.25,) * 3,
-        backbone="mobilenet_v3_small",
+        backbone=backbone,
         fpn_channels=channels,
         head_channels=channels,
     )
@@ -68,6 +69,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     p.add_argument("--channels", type=int, default=64, help="FPN and head width (recipe: 64)")
+    p.add_argument(
+        "--backbones",
+        default="",
+        help="comma-separated backbones (xscan.models.backbone.BACKBONES) to time in NHWC",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     x = torch.rand(a.batch, 3, a.size, a.size)
@@ -76,6 +82,12 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print("| variant | images/s (best) | rounds | first two steps |\n|---|---|---|---|")
+    if a.backbones:
+        xl = x.contiguous(memory_format=torch.channels_last)
+        for name in a.backbones.split(","):
+            net = make(a.channels, name).to(memory_format=torch.channels_last)
+            bench(net, xl, f"NHWC {name}", a.steps, a.rounds)
+        return
     bench(make(a.channels), x, "NCHW eager", a.steps, a.rounds)
     nhwc = make(a.channels).to(memory_format=torch.channels_last)
     bench(nhwc, x.contiguous(memory_format=torch.channels_last), "NHWC eager", a.steps, a.rounds)
