@@ -239,3 +239,30 @@ def decode_target(
         return nh, nw
 
     return target
+
+
+def scan_view(x: np.ndarray, k: int) -> np.ndarray:
+    """View ``k`` (0..7) of arrays ``(..., H, W)`` for ``spec.scan_views``: bit 0 mirrors
+    left to right, bit 1 upside down, bit 2 then turns by 90 degrees (``np.rot90``, to
+    ``(..., W, H)``). View 0 is ``x`` itself."""
+    if k & 1:
+        x = x[..., ::-1]
+    if k & 2:
+        x = x[..., ::-1, :]
+    if k & 4:
+        x = np.rot90(x, 1, axes=(-2, -1))
+    return np.ascontiguousarray(x)
+
+
+def boxes_from_view(boxes: np.ndarray, k: int, h: int, w: int) -> np.ndarray:
+    """Boxes ``(..., 4)`` xyxy found in :func:`scan_view` ``k`` of an ``h x w`` input, in the
+    input's own pixels."""
+    b = np.array(boxes, np.float32, copy=True)
+    if k & 4:  # np.rot90 takes input (x, y) to (y, w - x)
+        x1, y1, x2, y2 = (b[..., i].copy() for i in range(4))
+        b = np.stack([w - y2, x1, w - y1, x2], axis=-1)
+    if k & 2:
+        b[..., [1, 3]] = h - b[..., [3, 1]]
+    if k & 1:
+        b[..., [0, 2]] = w - b[..., [2, 0]]
+    return b

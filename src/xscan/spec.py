@@ -70,6 +70,7 @@ class OperatingPoint:
 
 LOCATION_SCORES = ("max", "top_fraction")
 SCAN_SCORES = ("tile_max", "map_max")
+SCAN_VIEWS = (1, 2, 4, 8)
 
 
 def _validate_location_normalization(loc: dict[str, Any]) -> None:
@@ -145,6 +146,12 @@ class ModelSpec:
     # whole bags, a cargo model trained on native-resolution crops sees tiles.
     tile_overlap: float = 0.25
     tile_max_downscale: float = 2.0
+    # Detectors: the scan score (the number the alarm threshold is compared with) is the mean,
+    # over this many views of the network input, of each view's highest detection score.
+    # 1: the scan as it is; 2: and mirrored left to right; 4: and upside down, and both;
+    # 8: and each of those turned by 90 degrees (square inputs only). Detections and their
+    # scores always come from the scan as it is; a tiled scan is scored from one view.
+    scan_views: int = 1
     name: str = "xscan-model"
     version: str = "0"
     weights_sha256: str = ""
@@ -221,6 +228,13 @@ class ModelSpec:
             raise SpecError(f"tile_max_downscale: expected >= 1, got {self.tile_max_downscale}")
         if self.location_normalization:
             _validate_location_normalization(self.location_normalization)
+        if self.scan_views not in SCAN_VIEWS:
+            raise SpecError(f"scan_views: expected one of {SCAN_VIEWS}, got {self.scan_views!r}")
+        if self.scan_views == 8 and self.input_size[0] != self.input_size[1]:
+            raise SpecError(
+                f"scan_views: 8 views turn the input by 90 degrees and need a square input, "
+                f"got input_size {list(self.input_size)}"
+            )
         if self.scan_score not in SCAN_SCORES:
             raise SpecError(f"scan_score: expected one of {SCAN_SCORES}, got {self.scan_score!r}")
         names = [op.name for op in self.operating_points]

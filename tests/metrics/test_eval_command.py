@@ -166,3 +166,51 @@ def test_slices_by_the_most_conspicuous_threat():
     vis = metrics_from_predictions(gts, [{}] * 4, CLASSES, (0.5,))["sliced"]["visibility"]
     assert vis["shows"] == {"n_threat": 1, "at_far": {"far50": 1.0}}
     assert vis["faint"] == {"n_threat": 1, "at_far": {"far50": 0.0}}
+
+
+def test_scan_views_in_checkpoint_eval_match_the_runtime_and_are_calibrated(
+    synth_dir, checkpoint, tmp_path
+):
+    from torch.utils.data import DataLoader
+
+    from xscan.data import load_dataset
+    from xscan.data.torch_dataset import DetectionDataset, collate_detections
+    from xscan.train.engine import predict
+
+    ckpt = load_checkpoint(checkpoint)
+    spec = ckpt["spec"]
+    model = build_model(spec)
+    model.load_state_dict(ckpt["model"])
+    ds = DetectionDataset(load_dataset("xscan", synth_dir), spec)
+    batches = list(DataLoader(ds, batch_size=4, collate_fn=collate_detections))
+    # the mean over 8 views of each view's top score, views as xscan.preprocess.scan_view
+    views = [
+        lambda x: x,
+        lambda x: x.flip(-1),
+        lambda x: x.flip(-2),
+        lambda x: x.flip(-1).flip(-2),
+    ]
+    views += [lambda x, v=v: torch.rot90(v(x), 1, dims=(-2, -1)) for v in views]
+    per_view = [
+        [g["image_score"] for g in predict(model, [(v(x), t) for x, t in batches], spec, "cpu")[0]]
+        for v in views
+    ]
+    gts, preds = predict(model, batches, spec.replace(scan_views=8), torch.device("cpu"))
+    expected = torch.tensor(per_view).mean(0)
+    got = torch.tensor([g["image_score"] for g in gts])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert len(set(torch.tensor(per_view)[:, 0].tolist())) > 1  # the views really differ
+    plain = predict(model, batches, spec, torch.device("cpu"))[1]
+    assert all(
+        torch.equal(torch.as_tensor(a["scores"]), torch.as_tensor(b["scores"]))
+        for a, b in zip(preds, plain, strict=True)
+    )  # detections come from the scans as they are
+    out = tmp_path / "eval"
+    argv = ["eval", str(checkpoint), str(synth_dir), "--out", str(out)]
+    assert cli([*argv, "--scan-views", "8", "--calibrate"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["scan_views"] == 8
+    calibrated = load_checkpoint(checkpoint.with_name("best.calibrated.pt"))["spec"]
+    assert calibrated.scan_views == 8
+    threshold = calibrated.operating_points[1].threshold
+    assert threshold == pytest.approx(m["alarm"]["at_far"]["far5"]["threshold"])

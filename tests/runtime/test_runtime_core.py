@@ -190,3 +190,39 @@ def test_session_threads_sleep_between_calls_unless_asked_to_spin(monkeypatch):
     assert so.intra_op_num_threads == 2
     monkeypatch.setenv("XSCAN_ORT_SPIN", "1")
     assert [session_options(2).get_session_config_entry(k) for k in keys] == ["1", "1"]
+
+
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_scan_views_average_the_scan_score_over_mirrored_and_turned_scans(views, tmp_path):
+    from dark_box import dark_box_spec, make_dark_box_detector
+
+    from xscan.spec import SpecError
+
+    spec = dark_box_spec()
+    path = make_dark_box_detector(tmp_path / "ramp.onnx", spec, ramp=True)
+    one = Detector(path)
+    many = Detector(path)
+    many.spec = spec.replace(scan_views=views)
+    img = np.full((64, 64, 3), 255, np.uint8)
+    img[10:20, 5:30] = 0  # off-centre, so that every view scores it differently
+    flips = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
+    turned = [np.rot90(v) for v in flips]
+    expected = [one.predict(np.ascontiguousarray(v)).image_score for v in flips + turned]
+    assert len(set(np.round(expected, 6))) >= 6  # the views really differ
+    p = many.predict(img, threshold=0.5)
+    np.testing.assert_allclose(p.extra["view_scores"], expected[:views], atol=1e-6)
+    assert p.image_score == pytest.approx(float(np.mean(expected[:views])), abs=1e-6)
+    assert p.alarm == (p.image_score >= 0.5)
+    # detections come from the scan as it is
+    plain = one.predict(img)
+    np.testing.assert_array_equal(p.boxes, plain.boxes)
+    np.testing.assert_array_equal(p.scores, plain.scores)
+    assert p.boxes[0].tolist() == [5.0, 10.0, 30.0, 20.0]
+    # batches agree with single scans
+    batch = many.predict_batch([img, img[::-1].copy()])
+    assert batch[0].image_score == pytest.approx(p.image_score, abs=1e-6)
+    if views == 8:
+        with pytest.raises(SpecError, match="square"):
+            dark_box_spec(input_size=(64, 96)).replace(scan_views=8)
+    with pytest.raises(SpecError, match="scan_views"):
+        spec.replace(scan_views=3)

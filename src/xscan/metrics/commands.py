@@ -57,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="anomaly models: also score reference mode, each scan against the earlier "
         "cleared scans of its vehicle in DIR/<scan stem>/",
     )
+    p.add_argument(
+        "--scan-views",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=None,
+        metavar="N",
+        help="detectors: score each scan as the mean of its highest detection score over N "
+        "views (1 as is; 2 also mirrored; 4 also upside down; 8 also turned by 90 degrees) "
+        "instead of the model's spec.scan_views; with --calibrate it is written into the "
+        "checkpoint with the thresholds",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="data loader workers (checkpoints)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N scans only")

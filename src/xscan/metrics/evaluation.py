@@ -34,7 +34,9 @@ def load_records(dataset: str, kind: str | None, split: str | None, limit: int |
     return records, kind
 
 
-def predict_checkpoint(path: Path, records, batch_size: int, workers: int):
+def predict_checkpoint(
+    path: Path, records, batch_size: int, workers: int, scan_views: int | None = None
+):
     import torch
     from torch.utils.data import DataLoader
 
@@ -47,6 +49,8 @@ def predict_checkpoint(path: Path, records, batch_size: int, workers: int):
     spec = ckpt["spec"]
     if spec.task != "detect":
         raise ValueError(f"{path}: spec.task is {spec.task!r}, not a detector")
+    if scan_views is not None:
+        spec = ckpt["spec"] = spec.replace(scan_views=scan_views)
     model = build_model(spec)
     model.load_state_dict(ckpt["model"])
     ds = DetectionDataset(records, spec)
@@ -57,11 +61,13 @@ def predict_checkpoint(path: Path, records, batch_size: int, workers: int):
     return spec, gts, preds, ckpt
 
 
-def predict_onnx(path: Path, records, batch_size: int):
+def predict_onnx(path: Path, records, batch_size: int, scan_views: int | None = None):
     from xscan.data.sample import load_record
     from xscan.runtime import load_model
 
     model = load_model(path)
+    if scan_views is not None:
+        model.spec = model.spec.replace(scan_views=scan_views)
     spec = model.spec
     index = {c: i for i, c in enumerate(spec.class_names)}
     gts, preds = [], []
@@ -110,10 +116,10 @@ def run_eval(args) -> int:
                 f"{model_path}: --calibrate writes into a checkpoint; calibrate the "
                 ".pt and export it again so the ONNX file carries the thresholds"
             )
-        spec, gts, preds = predict_onnx(model_path, records, args.batch_size)
+        spec, gts, preds = predict_onnx(model_path, records, args.batch_size, args.scan_views)
     else:
         spec, gts, preds, ckpt = predict_checkpoint(
-            model_path, records, args.batch_size, args.workers
+            model_path, records, args.batch_size, args.workers, args.scan_views
         )
     has_boxes = any(r.objects for r in records)
     for g in gts:
@@ -160,6 +166,7 @@ def _report(metrics, spec, given, scores, threat, model_path, dataset, kind) -> 
         "format": kind,
         "model_name": spec.name,
         "class_names": list(spec.class_names),
+        "scan_views": spec.scan_views,
         "coco": coco,
         "coco_conspicuous": metrics.get("coco_conspicuous"),
         "alarm": alarm,
@@ -196,8 +203,10 @@ def _print(report: dict[str, Any], out: Path) -> None:
             f"AP50 any class {shown['AP50_any_class']:.4f}"
         )
     a = report["alarm"]
+    views = report.get("scan_views", 1)
     print(
         f"bag level: {a['n_threat']} threat / {a['n_benign']} benign scans, AUROC {a['auroc']:.4f}"
+        + (f" (scan score: mean over {views} views)" if views > 1 else "")
     )
     for name, r in a["at_far"].items():
         print(

@@ -74,6 +74,11 @@ def _fmt_spec(spec, sha256: str, path: str) -> str:
     elif spec.task == "anomaly":
         how = {"tile_max": "maximum tile score", "map_max": "maximum of the stitched map"}
         lines.append(f"scan score     {how.get(spec.scan_score, spec.scan_score)}")
+    elif spec.task == "detect":
+        lines.append(
+            "scan score     highest detection score"
+            + (f", mean over {spec.scan_views} views" if spec.scan_views > 1 else "")
+        )
     lines.append(f"alarm at       {spec.alarm_threshold} (default operating point)")
     for op in spec.operating_points:
         mark = "*" if spec.operating_point and op.name == spec.operating_point.name else " "

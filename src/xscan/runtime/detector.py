@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from xscan.preprocess import LetterboxInfo
+from xscan.preprocess import LetterboxInfo, boxes_from_view, scan_view
 from xscan.runtime.metadata import ModelFileError
 from xscan.runtime.model import OnnxModel
 from xscan.runtime.prediction import Prediction, empty_detections
@@ -19,7 +21,10 @@ class Detector(OnnxModel):
 
     Reported detections are those with score >= ``spec.score_threshold``, boxes mapped back
     to original pixels; the image score is the highest detection score (0 when none) and
-    the alarm is ``image_score >= threshold`` (default: the spec's operating point).
+    the alarm is ``image_score >= threshold`` (default: the spec's operating point). With
+    ``spec.scan_views`` > 1 the image score of a whole-scan pass is the mean of that score
+    over the views (mirrored, turned) of the network input, run in the same batch; each
+    view's score is in ``extra["view_scores"]``.
     """
 
     task = "detect"
@@ -47,6 +52,36 @@ class Detector(OnnxModel):
             threshold=threshold,
             tiles=tiles,
         )
+
+    def infer_prepared(
+        self, batch: np.ndarray, infos: Sequence[LetterboxInfo], threshold: float | None = None
+    ) -> list[Prediction]:
+        n = self.spec.scan_views
+        if n == 1 or len(batch) == 0:
+            return super().infer_prepared(batch, infos, threshold)
+        batch = np.asarray(batch, np.float32)
+        if batch.ndim != 4 or len(batch) != len(infos):
+            raise ValueError(
+                f"infer_prepared: expected (B, C, H, W) with B = len(infos) = {len(infos)}, "
+                f"got {batch.shape}"
+            )
+        thr = self.resolve_threshold(threshold)
+        b, (h, w) = len(batch), batch.shape[-2:]
+        outputs = self.run(np.concatenate([scan_view(batch, k) for k in range(n)]))
+        view_scores = np.zeros((b, n), np.float32)
+        preds: list[Prediction] = []
+        for k in range(n):
+            part = {name: v[k * b : (k + 1) * b] for name, v in outputs.items()}
+            part["boxes"] = boxes_from_view(part["boxes"], k, h, w)
+            decoded = self._decode(part, list(infos), thr)
+            view_scores[:, k] = [p.image_score for p in decoded]
+            if k == 0:
+                preds = decoded
+        for p, scores in zip(preds, view_scores, strict=True):
+            p.image_score = float(scores.mean())
+            p.alarm = bool(p.image_score >= thr)
+            p.extra["view_scores"] = [float(v) for v in scores]
+        return preds
 
     def _decode(
         self, outputs: dict[str, np.ndarray], infos: list[LetterboxInfo], threshold: float

@@ -206,6 +206,14 @@ def predict(
             out = model(images)
         boxes, scores, classes, _ = decoder(out["heatmap"].float(), out["ltrb"].float())
         boxes, scores, classes = boxes.cpu().numpy(), scores.cpu().numpy(), classes.cpu().numpy()
+        image_scores = scores.max(axis=1, initial=0.0)
+        if spec.scan_views > 1:  # as the runtime: the mean over views of the top score
+            image_scores = image_scores / spec.scan_views
+            for k in range(1, spec.scan_views):
+                with autocast(device, amp_dtype):
+                    vo = model(_torch_view(images, k))
+                _, vs, _, _ = decoder(vo["heatmap"].float(), vo["ltrb"].float())
+                image_scores += vs.cpu().numpy().max(axis=1, initial=0.0) / spec.scan_views
         for b, t in enumerate(targets):
             lb = _letterbox(t)
             keep = scores[b] > 1e-3
@@ -215,7 +223,7 @@ def predict(
                 pb, gb = lb.boxes_to_original(pb), lb.boxes_to_original(gb)
             h, w = _original_size(t, lb, spec.input_size)
             iid = len(gts) + 1
-            gts.append(_gt_record(t, iid, gb, h, w, float(scores[b].max(initial=0.0))))
+            gts.append(_gt_record(t, iid, gb, h, w, float(image_scores[b])))
             preds.append(
                 {
                     "image_id": iid,
@@ -225,6 +233,17 @@ def predict(
                 }
             )
     return gts, preds
+
+
+def _torch_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`xscan.preprocess.scan_view` for tensors."""
+    if k & 1:
+        x = torch.flip(x, dims=(-1,))
+    if k & 2:
+        x = torch.flip(x, dims=(-2,))
+    if k & 4:
+        x = torch.rot90(x, 1, dims=(-2, -1))
+    return x.contiguous()
 
 
 def _gt_record(t: dict[str, Any], iid: int, boxes: np.ndarray, h: int, w: int, score: float):
