@@ -47,8 +47,10 @@ if [ ! -f data/tip/sixray_tip_256/annotations.json ]; then
 fi
 
 # The config plans its steps to its time budget on the machine at hand. The shipped model's
-# run planned 2183 steps; pinning them (without the time limit) repeats that run bit for bit
-# on any machine, however long it takes there. STEPS=budget plans for this machine instead.
+# first run planned 2183 steps; pinning them (without the time limit) trains the same
+# schedule on any machine, however long it takes there. (The 2026-12-03 rebuild with these
+# steps did not reproduce the earlier weights exactly; docs/benchmarks.md, "Scan score over
+# mirrored views".) STEPS=budget plans for this machine instead.
 STEPS=${STEPS:-2183}
 if [ "$STEPS" = budget ]; then
   steps_args=()
