@@ -200,6 +200,13 @@ def test_scan_views_in_checkpoint_eval_match_the_runtime_and_are_calibrated(
     got = torch.tensor([g["image_score"] for g in gts])
     assert torch.allclose(got, expected, atol=1e-5)
     assert len(set(torch.tensor(per_view)[:, 0].tolist())) > 1  # the views really differ
+    # as in the runtime, a view without a detection at the score threshold counts 0
+    thr = float(torch.tensor(per_view).median())
+    gts_t, _ = predict(model, batches, spec.replace(scan_views=8, score_threshold=thr), "cpu")
+    pv = torch.tensor(per_view)
+    expected_t = torch.where(pv >= thr, pv, torch.zeros_like(pv)).mean(0)
+    got_t = torch.tensor([g["image_score"] for g in gts_t])
+    assert torch.allclose(got_t, expected_t, atol=1e-5) and not torch.allclose(got_t, got)
     plain = predict(model, batches, spec, torch.device("cpu"))[1]
     assert all(
         torch.equal(torch.as_tensor(a["scores"]), torch.as_tensor(b["scores"]))

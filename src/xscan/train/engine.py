@@ -207,13 +207,19 @@ def predict(
         boxes, scores, classes, _ = decoder(out["heatmap"].float(), out["ltrb"].float())
         boxes, scores, classes = boxes.cpu().numpy(), scores.cpu().numpy(), classes.cpu().numpy()
         image_scores = scores.max(axis=1, initial=0.0)
-        if spec.scan_views > 1:  # as the runtime: the mean over views of the top score
-            image_scores = image_scores / spec.scan_views
+        if spec.scan_views > 1:
+            # As the runtime: the mean over views of each view's top score, a view without a
+            # detection at spec.score_threshold counting 0.
+            def top(s: np.ndarray) -> np.ndarray:
+                t = s.max(axis=1, initial=0.0)
+                return np.where(t >= spec.score_threshold, t, 0.0) / spec.scan_views
+
+            image_scores = top(scores)
             for k in range(1, spec.scan_views):
                 with autocast(device, amp_dtype):
                     vo = model(_torch_view(images, k))
                 _, vs, _, _ = decoder(vo["heatmap"].float(), vo["ltrb"].float())
-                image_scores += vs.cpu().numpy().max(axis=1, initial=0.0) / spec.scan_views
+                image_scores = image_scores + top(vs.cpu().numpy())
         for b, t in enumerate(targets):
             lb = _letterbox(t)
             keep = scores[b] > 1e-3
