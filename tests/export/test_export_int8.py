@@ -232,3 +232,12 @@ def test_int8_refused_leaves_no_file(tiny_export, labelled_folder, tmp_path):
         _int8(out, tiny_export.spec, {}, _args(labelled_folder, labelled_folder), -0.5, None)
     assert not twin_path(out, "int8").exists()
     assert not (tmp_path / "m.int8.card.json").exists()
+
+
+def test_card_says_how_the_scan_score_is_formed(tiny_export, tmp_path):
+    from xscan.export.card import build_card, render_markdown
+
+    one = render_markdown(build_card(tiny_export.path, tiny_export.spec, {}))
+    assert "scan score (compared with the alarm threshold): the highest detection score\n" in one
+    four = render_markdown(build_card(tiny_export.path, tiny_export.spec.replace(scan_views=4), {}))
+    assert "highest detection score, averaged over 4 mirrored/turned views" in four

@@ -123,6 +123,18 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{s['resize']} (pad {s['pad_value']}); images scaled to [0, 1] by the runtime",
         f"* normalisation inside the graph: mean {s['mean']}, std {s['std']}",
         f"* reported detections: score >= {s['score_threshold']}, at most {s['max_detections']}",
+        *(
+            [
+                "* scan score (compared with the alarm threshold): the highest detection score"
+                + (
+                    f", averaged over {s['scan_views']} mirrored/turned views of the input"
+                    if s.get("scan_views", 1) > 1
+                    else ""
+                )
+            ]
+            if s["task"] == "detect"
+            else []
+        ),
         f"* weights sha256 `{s['weights_sha256']}`",
         "",
         "## Operating points",
