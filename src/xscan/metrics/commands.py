@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xscan.spec import SCAN_VIEWS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -60,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scan-views",
         type=int,
-        choices=(1, 2, 4, 8),
+        choices=SCAN_VIEWS,
         default=None,
         metavar="N",
         help="detectors: score each scan as the mean of its highest detection score over N "

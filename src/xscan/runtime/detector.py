@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from xscan.preprocess import LetterboxInfo, boxes_from_view, scan_view
@@ -53,19 +51,12 @@ class Detector(OnnxModel):
             tiles=tiles,
         )
 
-    def infer_prepared(
-        self, batch: np.ndarray, infos: Sequence[LetterboxInfo], threshold: float | None = None
+    def _infer(
+        self, batch: np.ndarray, infos: list[LetterboxInfo], threshold: float
     ) -> list[Prediction]:
         n = self.spec.scan_views
-        if n == 1 or len(batch) == 0:
-            return super().infer_prepared(batch, infos, threshold)
-        batch = np.asarray(batch, np.float32)
-        if batch.ndim != 4 or len(batch) != len(infos):
-            raise ValueError(
-                f"infer_prepared: expected (B, C, H, W) with B = len(infos) = {len(infos)}, "
-                f"got {batch.shape}"
-            )
-        thr = self.resolve_threshold(threshold)
+        if n == 1:
+            return super()._infer(batch, infos, threshold)
         b, (h, w) = len(batch), batch.shape[-2:]
         outputs = self.run(np.concatenate([scan_view(batch, k) for k in range(n)]))
         view_scores = np.zeros((b, n), np.float32)
@@ -73,13 +64,13 @@ class Detector(OnnxModel):
         for k in range(n):
             part = {name: v[k * b : (k + 1) * b] for name, v in outputs.items()}
             part["boxes"] = boxes_from_view(part["boxes"], k, h, w)
-            decoded = self._decode(part, list(infos), thr)
+            decoded = self._decode(part, infos, threshold)
             view_scores[:, k] = [p.image_score for p in decoded]
             if k == 0:
                 preds = decoded
         for p, scores in zip(preds, view_scores, strict=True):
             p.image_score = float(scores.mean())
-            p.alarm = bool(p.image_score >= thr)
+            p.alarm = bool(p.image_score >= threshold)
             p.extra["view_scores"] = [float(v) for v in scores]
         return preds
 

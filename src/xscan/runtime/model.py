@@ -119,7 +119,13 @@ class OnnxModel:
             )
         if len(batch) == 0:
             return []
-        return self._decode(self.run(batch), list(infos), self.resolve_threshold(threshold))
+        return self._infer(batch, list(infos), self.resolve_threshold(threshold))
+
+    def _infer(
+        self, batch: np.ndarray, infos: list[LetterboxInfo], threshold: float
+    ) -> list[Prediction]:
+        """Run a checked, non-empty prepared batch and decode it."""
+        return self._decode(self.run(batch), infos, threshold)
 
     # ----------------------------------------------------------------- prediction
     def wants_tiling(self, image: np.ndarray, tiling: str | None = None) -> bool:
