@@ -254,6 +254,13 @@ def scan_view(x: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def scan_scores_from_views(view_scores: np.ndarray, score_threshold: float) -> np.ndarray:
+    """Scan scores ``(B,)`` from each view's top score ``(B, V)`` (``spec.scan_views``): the
+    mean over views, a view whose top score is below ``score_threshold`` counting 0."""
+    vs = np.asarray(view_scores, np.float64)
+    return np.where(vs >= score_threshold, vs, 0.0).mean(axis=1)
+
+
 def boxes_from_view(boxes: np.ndarray, k: int, h: int, w: int) -> np.ndarray:
     """Boxes ``(..., 4)`` xyxy found in :func:`scan_view` ``k`` of an ``h x w`` input, in the
     input's own pixels."""

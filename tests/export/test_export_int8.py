@@ -240,4 +240,5 @@ def test_card_says_how_the_scan_score_is_formed(tiny_export, tmp_path):
     one = render_markdown(build_card(tiny_export.path, tiny_export.spec, {}))
     assert "scan score (compared with the alarm threshold): the highest detection score\n" in one
     four = render_markdown(build_card(tiny_export.path, tiny_export.spec.replace(scan_views=4), {}))
-    assert "highest detection score, averaged over 4 mirrored/turned views" in four
+    assert "highest detection score of each of 4 mirrored/turned views" in four
+    assert "detections come from the views' merged heatmaps" in four

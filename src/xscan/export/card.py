@@ -127,7 +127,8 @@ def render_markdown(card: dict[str, Any]) -> str:
             [
                 "* scan score (compared with the alarm threshold): the highest detection score"
                 + (
-                    f", averaged over {s['scan_views']} mirrored/turned views of the input"
+                    f" of each of {s['scan_views']} mirrored/turned views of the input, "
+                    "averaged; detections come from the views' merged heatmaps"
                     if s.get("scan_views", 1) > 1
                     else ""
                 )

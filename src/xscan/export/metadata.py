@@ -7,12 +7,16 @@ import onnx
 from xscan.spec import METADATA_KEY, ModelSpec
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
+VIEW_SCORES = "view_scores"
 ANOMALY_OUTPUTS = ("anomaly_map", "scores")
 
 
 def output_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The graph's output names for ``spec.task`` (see docs/architecture.md)."""
-    return DETECTOR_OUTPUTS if spec.task == "detect" else ANOMALY_OUTPUTS
+    """The graph's output names for ``spec.task`` (see docs/architecture.md); a detector with
+    ``spec.scan_views`` > 1 also returns ``view_scores (B, views)``."""
+    if spec.task != "detect":
+        return ANOMALY_OUTPUTS
+    return (*DETECTOR_OUTPUTS, VIEW_SCORES) if spec.scan_views > 1 else DETECTOR_OUTPUTS
 
 
 def set_spec(model: onnx.ModelProto, spec: ModelSpec, extra: dict[str, str] | None = None) -> None:

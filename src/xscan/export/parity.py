@@ -177,6 +177,8 @@ def compare_raw(
         for name, a in ref.items():
             _compare_dense(name, a, got[name], report)
         return
+    if "view_scores" in ref:  # views in the graph (spec.scan_views > 1): dense (B, V)
+        _compare_dense("view_scores", ref["view_scores"], got["view_scores"], report)
     for name in ("boxes", "scores", "classes"):
         if ref[name].shape != got[name].shape:
             report.problems.append(f"output {name}: shape {got[name].shape} != {ref[name].shape}")

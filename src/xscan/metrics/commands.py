@@ -65,10 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=SCAN_VIEWS,
         default=None,
         metavar="N",
-        help="detectors: score each scan as the mean of its highest detection score over N "
-        "views (1 as is; 2 also mirrored; 4 also upside down; 8 also turned by 90 degrees) "
-        "instead of the model's spec.scan_views; with --calibrate it is written into the "
-        "checkpoint with the thresholds",
+        help="detectors: score each scan over N views (1 as is; 2 also mirrored; 4 also "
+        "upside down; 8 also turned by 90 degrees) instead of the model's spec.scan_views: "
+        "the scan score is the mean of each view's highest score, and detections come from "
+        "the views' merged heatmaps (an ONNX file exported with one view keeps the scan's "
+        "own detections; one exported with views runs only its own count); with --calibrate "
+        "it is written into the checkpoint with the thresholds",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="data loader workers (checkpoints)")

@@ -66,6 +66,12 @@ def predict_onnx(path: Path, records, batch_size: int, scan_views: int | None = 
     from xscan.runtime import load_model
 
     model = load_model(path)
+    graph_views = getattr(model, "graph_views", 1)
+    if scan_views is not None and graph_views > 1 and scan_views != graph_views:
+        raise ValueError(
+            f"{path}: the graph runs {graph_views} views, so --scan-views {scan_views} cannot "
+            "apply; evaluate the checkpoint with it, or export it again with that view count"
+        )
     if scan_views is not None:
         model.spec = model.spec.replace(scan_views=scan_views)
     spec = model.spec

@@ -42,7 +42,12 @@ class PeakDecoder(nn.Module):
     def forward(
         self, heatmap: torch.Tensor, ltrb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        heat = torch.sigmoid(heatmap.float())
+        return self.decode(torch.sigmoid(heatmap.float()), ltrb)
+
+    def decode(
+        self, heat: torch.Tensor, ltrb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` for a heatmap of probabilities (after the sigmoid)."""
         # Static sizes (from the spec, not the traced shapes) keep the exported graph simple.
         c = self.num_classes
         hw = (self.input_size[0] // self.stride) * (self.input_size[1] // self.stride)

@@ -77,7 +77,11 @@ def _fmt_spec(spec, sha256: str, path: str) -> str:
     elif spec.task == "detect":
         lines.append(
             "scan score     highest detection score"
-            + (f", mean over {spec.scan_views} views" if spec.scan_views > 1 else "")
+            + (
+                f" of each of {spec.scan_views} views, averaged (detections: views merged)"
+                if spec.scan_views > 1
+                else ""
+            )
         )
     lines.append(f"alarm at       {spec.alarm_threshold} (default operating point)")
     for op in spec.operating_points:

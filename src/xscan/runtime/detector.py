@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from xscan.preprocess import LetterboxInfo, boxes_from_view, scan_view
+from xscan.preprocess import LetterboxInfo, boxes_from_view, scan_scores_from_views, scan_view
 from xscan.runtime.metadata import ModelFileError
 from xscan.runtime.model import OnnxModel
 from xscan.runtime.prediction import Prediction, empty_detections
 from xscan.runtime.tiling import merge_tile_detections
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
+VIEW_SCORES = "view_scores"
 
 
 class Detector(OnnxModel):
@@ -19,10 +20,15 @@ class Detector(OnnxModel):
 
     Reported detections are those with score >= ``spec.score_threshold``, boxes mapped back
     to original pixels; the image score is the highest detection score (0 when none) and
-    the alarm is ``image_score >= threshold`` (default: the spec's operating point). With
-    ``spec.scan_views`` > 1 the image score of a whole-scan pass is the mean of that score
-    over the views (mirrored, turned) of the network input, run in the same batch; each
-    view's score is in ``extra["view_scores"]``.
+    the alarm is ``image_score >= threshold`` (default: the spec's operating point).
+
+    ``spec.scan_views`` > 1: files exported with views run them inside the graph
+    (:mod:`xscan.models.inference`): their detections come from the views' merged heatmaps,
+    and the image score of each pass is the mean over views of each view's top score (a view
+    below ``spec.score_threshold`` counting 0), with the views' scores in
+    ``extra["view_scores"]``. A file exported with one view whose spec is given more views
+    (``xscan eval --scan-views``) runs them here instead, in one batch: the same scan score,
+    with detections from the input as it is.
     """
 
     task = "detect"
@@ -35,6 +41,14 @@ class Detector(OnnxModel):
                 f"{self.path}: detector outputs {missing} missing (has "
                 f"{self.session.output_names}; expected {list(DETECTOR_OUTPUTS)})"
             )
+        self.graph_views = 1
+        if VIEW_SCORES in self.session.output_names:
+            self.graph_views = self.spec.scan_views
+            if self.graph_views < 2:
+                raise ModelFileError(
+                    f"{self.path}: the graph returns {VIEW_SCORES} but its spec has "
+                    f"scan_views {self.spec.scan_views}"
+                )
 
     def _make(self, boxes, scores, classes, threshold: float, tiles: int = 1) -> Prediction:
         names = self.spec.class_names
@@ -55,6 +69,22 @@ class Detector(OnnxModel):
         self, batch: np.ndarray, infos: list[LetterboxInfo], threshold: float
     ) -> list[Prediction]:
         n = self.spec.scan_views
+        if self.graph_views > 1:
+            if n != self.graph_views:
+                raise ValueError(
+                    f"{self.path}: the graph runs {self.graph_views} views; its spec cannot "
+                    f"ask for {n} (export the checkpoint again with scan_views {n})"
+                )
+            outputs = self.run(batch)
+            preds = self._decode(outputs, infos, threshold)
+            views = outputs[VIEW_SCORES]
+            for p, score, vs in zip(
+                preds, scan_scores_from_views(views, self.spec.score_threshold), views, strict=True
+            ):
+                p.image_score = float(score)
+                p.alarm = bool(p.image_score >= threshold)
+                p.extra["view_scores"] = [float(v) for v in vs]
+            return preds
         if n == 1:
             return super()._infer(batch, infos, threshold)
         b, (h, w) = len(batch), batch.shape[-2:]

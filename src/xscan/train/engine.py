@@ -22,8 +22,8 @@ from torch import nn
 from xscan.metrics.alarm import alarm_metrics, sliced_alarm_metrics
 from xscan.metrics.detection import coco_metrics
 from xscan.metrics.slices import conspicuous_coco, scan_slices
-from xscan.models.inference import build_decoder
-from xscan.preprocess import LetterboxInfo
+from xscan.models.inference import build_inference_module
+from xscan.preprocess import LetterboxInfo, scan_scores_from_views
 from xscan.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -196,30 +196,26 @@ def predict(
     """Run ``model`` over ``loader``; returns ground truths and predictions per image in
     *original-image* pixels (mapped back through each target's letterbox) for
     :func:`xscan.metrics.detection.coco_metrics`, plus ``image_score`` (the highest detection
-    score), ``is_threat`` and slicing attributes on each ground-truth record."""
+    score; with ``spec.scan_views`` > 1 the scan score of
+    :func:`xscan.models.inference.scan_scores_from_views`), ``is_threat`` and slicing
+    attributes on each ground-truth record. Detections and scores are those of the inference
+    module that gets exported (:func:`xscan.models.build_inference_module`)."""
     model.eval()
-    decoder = build_decoder(model, spec, score_threshold=0.0).to(device)
+    # What the exported graph computes (with every candidate box kept for AP).
+    infer = build_inference_module(model, spec, score_threshold=0.0).to(device)
     gts, preds = [], []
     for images, targets in loader:
         images = images.to(device)
         with autocast(device, amp_dtype):
-            out = model(images)
-        boxes, scores, classes, _ = decoder(out["heatmap"].float(), out["ltrb"].float())
-        boxes, scores, classes = boxes.cpu().numpy(), scores.cpu().numpy(), classes.cpu().numpy()
-        image_scores = scores.max(axis=1, initial=0.0)
+            outs = infer(images)
+        boxes, scores, classes = (o.float().cpu().numpy() for o in outs[:3])
+        classes = classes.astype(np.int64)
         if spec.scan_views > 1:
-            # As the runtime: the mean over views of each view's top score, a view without a
-            # detection at spec.score_threshold counting 0.
-            def top(s: np.ndarray) -> np.ndarray:
-                t = s.max(axis=1, initial=0.0)
-                return np.where(t >= spec.score_threshold, t, 0.0) / spec.scan_views
-
-            image_scores = top(scores)
-            for k in range(1, spec.scan_views):
-                with autocast(device, amp_dtype):
-                    vo = model(_torch_view(images, k))
-                _, vs, _, _ = decoder(vo["heatmap"].float(), vo["ltrb"].float())
-                image_scores = image_scores + top(vs.cpu().numpy())
+            # As the runtime: the mean over views of each view's top score.
+            views = outs[4].float().cpu().numpy()
+            image_scores = scan_scores_from_views(views, spec.score_threshold)
+        else:
+            image_scores = scores.max(axis=1, initial=0.0)
         for b, t in enumerate(targets):
             lb = _letterbox(t)
             keep = scores[b] > 1e-3
@@ -239,17 +235,6 @@ def predict(
                 }
             )
     return gts, preds
-
-
-def _torch_view(x: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`xscan.preprocess.scan_view` for tensors."""
-    if k & 1:
-        x = torch.flip(x, dims=(-1,))
-    if k & 2:
-        x = torch.flip(x, dims=(-2,))
-    if k & 4:
-        x = torch.rot90(x, 1, dims=(-2, -1))
-    return x.contiguous()
 
 
 def _gt_record(t: dict[str, Any], iid: int, boxes: np.ndarray, h: int, w: int, score: float):
