@@ -374,7 +374,8 @@ def _budget_probe(cfg, run: Run, ctx: StepContext, start: float, steps_per_epoch
         start,
         steps_per_epoch,
         cfg.train.eval_every,
-        len(val_loader) if val_loader is not None and run.info.is_main else 0,
+        # With spec.scan_views > 1 a validation batch runs the network once per view.
+        len(val_loader) * run.spec.scan_views if val_loader is not None and run.info.is_main else 0,
         on_plan,
         probe=probe,
     )
