@@ -28,7 +28,8 @@ class Detector(OnnxModel):
     below ``spec.score_threshold`` counting 0), with the views' scores in
     ``extra["view_scores"]``. A file exported with one view whose spec is given more views
     (``xscan eval --scan-views``) runs them here instead, in one batch: the same scan score,
-    with detections from the input as it is.
+    with detections from the input as it is. A tiled scan's score is its highest detection
+    score over the tiles.
     """
 
     task = "detect"

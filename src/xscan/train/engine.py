@@ -197,7 +197,7 @@ def predict(
     *original-image* pixels (mapped back through each target's letterbox) for
     :func:`xscan.metrics.detection.coco_metrics`, plus ``image_score`` (the highest detection
     score; with ``spec.scan_views`` > 1 the scan score of
-    :func:`xscan.models.inference.scan_scores_from_views`), ``is_threat`` and slicing
+    :func:`xscan.preprocess.scan_scores_from_views`), ``is_threat`` and slicing
     attributes on each ground-truth record. Detections and scores are those of the inference
     module that gets exported (:func:`xscan.models.build_inference_module`)."""
     model.eval()
