@@ -71,6 +71,11 @@ class OperatingPoint:
 LOCATION_SCORES = ("max", "top_fraction")
 SCAN_SCORES = ("tile_max", "map_max")
 SCAN_VIEWS = (1, 2, 4, 8)
+# The exported graph's outputs (docs/architecture.md, "The exported model"); a detector with
+# scan_views > 1 also returns VIEW_SCORES (B, views).
+DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
+VIEW_SCORES = "view_scores"
+ANOMALY_OUTPUTS = ("anomaly_map", "scores")
 
 
 def _validate_location_normalization(loc: dict[str, Any]) -> None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from xscan.spec import METADATA_KEY, ModelSpec
-
-DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
-VIEW_SCORES = "view_scores"
-ANOMALY_OUTPUTS = ("anomaly_map", "scores")
+from xscan.spec import ANOMALY_OUTPUTS, DETECTOR_OUTPUTS, METADATA_KEY, VIEW_SCORES, ModelSpec
 
 
 def output_names(spec: ModelSpec) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from xscan.preprocess import prepare
-from xscan.spec import ModelSpec
+from xscan.spec import VIEW_SCORES, ModelSpec
 
 
 class ParityError(RuntimeError):
@@ -177,8 +177,8 @@ def compare_raw(
         for name, a in ref.items():
             _compare_dense(name, a, got[name], report)
         return
-    if "view_scores" in ref:  # views in the graph (spec.scan_views > 1): dense (B, V)
-        _compare_dense("view_scores", ref["view_scores"], got["view_scores"], report)
+    if VIEW_SCORES in ref:  # views in the graph (spec.scan_views > 1): dense (B, V)
+        _compare_dense(VIEW_SCORES, ref[VIEW_SCORES], got[VIEW_SCORES], report)
     for name in ("boxes", "scores", "classes"):
         if ref[name].shape != got[name].shape:
             report.problems.append(f"output {name}: shape {got[name].shape} != {ref[name].shape}")

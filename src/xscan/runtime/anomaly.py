@@ -31,9 +31,7 @@ from xscan.runtime.metadata import ModelFileError
 from xscan.runtime.model import OnnxModel
 from xscan.runtime.prediction import Prediction, empty_detections
 from xscan.runtime.tiling import stitch_maps
-from xscan.spec import ModelSpec
-
-ANOMALY_OUTPUTS = ("anomaly_map", "scores")
+from xscan.spec import ANOMALY_OUTPUTS, ModelSpec
 
 
 def location_grids(loc: dict, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

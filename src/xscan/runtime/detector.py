@@ -9,9 +9,7 @@ from xscan.runtime.metadata import ModelFileError
 from xscan.runtime.model import OnnxModel
 from xscan.runtime.prediction import Prediction, empty_detections
 from xscan.runtime.tiling import merge_tile_detections
-
-DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "num_dets")
-VIEW_SCORES = "view_scores"
+from xscan.spec import DETECTOR_OUTPUTS, VIEW_SCORES
 
 
 class Detector(OnnxModel):
